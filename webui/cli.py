@@ -1,0 +1,127 @@
+"""`easel` command line: serve | models | download (generate and extensions arrive with their issues).
+
+Flags use A1111's names so existing launch scripts keep working."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from webui import __version__
+from webui.settings import Paths, RuntimeSettings
+
+
+def _path_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="base folder for models/, outputs/, cache/ (an A1111 install works)")
+    p.add_argument("--ckpt-dir", help="extra folder of checkpoints, searched recursively")
+    p.add_argument("--lora-dir", help="extra folder of LoRAs")
+    p.add_argument("--vae-dir", help="extra folder of VAEs")
+
+
+def _paths(args: argparse.Namespace) -> Paths:
+    return Paths.from_flags(args.data_dir, args.ckpt_dir, args.lora_dir, args.vae_dir)
+
+
+def _human(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from webui.models.hashes import HashCache
+    from webui.models.registry import CheckpointRegistry
+
+    paths = _paths(args)
+    registry = CheckpointRegistry(paths.ckpt_dirs, HashCache(paths.cache_dir / "hashes.json"))
+    entries = registry.scan()
+    if args.hash:
+        entries = [registry.with_hash(e) for e in entries]
+    if args.json:
+        print(json.dumps([e.to_json() for e in entries], indent=1))
+        return 0
+    if not entries:
+        print(f"no checkpoints in {', '.join(map(str, paths.ckpt_dirs))}", file=sys.stderr)
+        return 0
+    rows = [("NAME", "FAMILY", "PRED", "HASH", "SIZE", "FORMAT")]
+    for e in entries:
+        j = e.to_json()
+        rows.append((j["name"], j["family"], j["prediction"] or "-", j["hash"], _human(j["size"]), j["format"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    for e in entries:
+        if not e.detection.known:
+            print(f"{e.name}: {e.detection.family}: {e.detection.reason}", file=sys.stderr)
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from webui.models.download import DownloadError, download
+
+    try:
+        path = download(args.name, _paths(args), progress=not args.quiet)
+    except DownloadError as e:
+        print(f"easel download: {e}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from webui.models.manager import ModelManager
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    offload = "sequential" if args.lowvram else "model" if args.medvram else "none"
+    runtime = RuntimeSettings(device=args.device, dtype=args.precision, offload=offload)
+    manager = ModelManager(_paths(args), runtime)
+    loaded = manager.load()
+    host = "0.0.0.0" if args.listen else "127.0.0.1"
+    print(f"Easel {__version__}: model ready: {loaded.entry.title} ({loaded.family.name})")
+    print(f"The browser UI arrives with the UI issue; it will be served on http://{host}:{args.port}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="easel", description="Easel: a local web UI for Stable Diffusion")
+    parser.add_argument("--version", action="version", version=f"easel {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="start the web UI (default)")
+    _path_flags(serve)
+    serve.add_argument("--listen", action="store_true", help="listen on all interfaces, not only 127.0.0.1")
+    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    serve.add_argument("--precision", default="float32", choices=("float32", "float16", "bfloat16"))
+    serve.add_argument("--medvram", action="store_true", help="CUDA: keep only the active submodel on the GPU")
+    serve.add_argument("--lowvram", action="store_true", help="CUDA: stream layers to the GPU (slowest, least VRAM)")
+    serve.set_defaults(func=cmd_serve)
+
+    models = sub.add_parser("models", help="list checkpoints with family, prediction type and hash")
+    _path_flags(models)
+    models.add_argument("--json", action="store_true", help="a JSON list with the keys name, path, family, ...")
+    models.add_argument("--hash", action="store_true", help="compute missing hashes (reads every file once)")
+    models.set_defaults(func=cmd_models)
+
+    dl = sub.add_parser("download", help="download a well-known model into the right folder")
+    _path_flags(dl)
+    dl.add_argument("name", help="e.g. sd15, sdxl-base, sdxl-refiner, sdxl-turbo, ssd-1b, vega, sdxl-vae-fp16-fix, taesd")
+    dl.add_argument("--quiet", action="store_true", help="no progress bar")
+    dl.set_defaults(func=cmd_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        argv = ["serve", *argv]
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Offline loading of a detected checkpoint into a ready diffusers pipeline.
+
+Single files go through diffusers' `from_single_file` with `config=` a local folder and
+`local_files_only=True`: the family's shipped config folder, or the exact configs Easel embedded
+when it wrote the file (non-standard sizes such as the demo models). Tokenizers and the scheduler
+are passed in, so nothing is looked up on the Hub. Every result is verified (verify.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import diffusers
+import torch
+
+from webui.models.clip_tokenizer import PAD_CLIP_L, PAD_OPEN_CLIP, clip_tokenizer
+from webui.models.families import FAMILIES, Family
+from webui.models.header import CheckpointError, read_header
+from webui.models.registry import CheckpointEntry
+from webui.models.verify import verify_pipeline
+
+log = logging.getLogger(__name__)
+EMBEDDED_CONFIG_KEY = "easel.diffusers"
+PREDICTION_TYPES = {"eps": "epsilon", "v": "v_prediction"}
+
+
+def tokenizers_for(family: Family) -> dict:
+    if family.refiner:
+        return {"tokenizer": None, "tokenizer_2": clip_tokenizer(PAD_OPEN_CLIP)}
+    if family.arch == "sdxl":
+        return {"tokenizer": clip_tokenizer(PAD_CLIP_L), "tokenizer_2": clip_tokenizer(PAD_OPEN_CLIP)}
+    return {"tokenizer": clip_tokenizer(PAD_OPEN_CLIP if family.arch == "sd2" else PAD_CLIP_L)}
+
+
+def scheduler_for(config_dir: Path, prediction: str):
+    cfg = json.loads((config_dir / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
+    cls = getattr(diffusers, cfg.get("_class_name", "EulerDiscreteScheduler"))
+    return cls.from_config(cfg, prediction_type=PREDICTION_TYPES[prediction])
+
+
+def embedded_config_dir(path: Path, cache_dir: Path) -> Path | None:
+    """Config folder for a file Easel wrote with its exact configs embedded, materialised once."""
+    if path.suffix.lower() != ".safetensors":
+        return None
+    raw = read_header(path).metadata.get(EMBEDDED_CONFIG_KEY)
+    if not raw:
+        return None
+    from webui.models.convert import write_config_folder
+
+    folder = cache_dir / "configs" / hashlib.sha256(raw.encode()).hexdigest()[:16]
+    if not (folder / "model_index.json").is_file():
+        write_config_folder(json.loads(raw), folder)
+    return folder
+
+
+def _extra_components(family: Family) -> dict:
+    """Optional components left out: no safety checker (A1111 has none), IP-Adapter adds its own."""
+    extra = {"image_encoder": None, "feature_extractor": None}
+    if family.arch != "sdxl":
+        extra.update(safety_checker=None, requires_safety_checker=False)
+    return extra
+
+
+def load_pipeline(entry: CheckpointEntry, dtype: torch.dtype, cache_dir: Path):
+    """A verified pipeline for `entry`; CheckpointError naming the file on any failure."""
+    det = entry.detection
+    if not det.known:
+        raise CheckpointError(f"{entry.path}: cannot load: {det.reason}")
+    family = FAMILIES[det.family]
+    pipeline_cls = getattr(diffusers, family.pipeline)
+    try:
+        if entry.format == "diffusers":
+            pipe = _load_folder(pipeline_cls, entry.path, family, det.prediction or family.default_prediction, dtype)
+        else:
+            config_dir = embedded_config_dir(entry.path, cache_dir) or family.config_dir
+            components = {**tokenizers_for(family), **_extra_components(family)}
+            components["scheduler"] = scheduler_for(config_dir, det.prediction or family.default_prediction)
+            pipe = pipeline_cls.from_single_file(
+                str(entry.path), config=str(config_dir), local_files_only=True, torch_dtype=dtype, **components
+            )
+    except CheckpointError:
+        raise
+    except Exception as e:  # diffusers/transformers raise many types for a bad file
+        raise CheckpointError(f"{entry.path}: failed to load as {family.name}: {type(e).__name__}: {e}") from e
+    verify_pipeline(pipe, family, dtype, entry.path)
+    return pipe
+
+
+def _load_folder(pipeline_cls, folder: Path, family: Family, prediction: str, dtype: torch.dtype):
+    components = _extra_components(family)
+    for name, tok in tokenizers_for(family).items():
+        if tok is not None and not (folder / name / "vocab.json").is_file() and not (folder / name / "tokenizer.json").is_file():
+            log.info("%s: no %s files, using Easel's CLIP tokenizer", folder, name)
+            components[name] = tok
+    if (folder / "scheduler" / "scheduler_config.json").is_file():
+        components["scheduler"] = scheduler_for(folder, prediction)
+    return pipeline_cls.from_pretrained(str(folder), local_files_only=True, torch_dtype=dtype, **components)

@@ -1,0 +1,93 @@
+"""The model manager: one object the UI, API, CLI and extensions share to find and load models.
+
+It owns the registry (what is on disk), the cache (what is loaded) and the VAE choice, and it is
+passed to whoever needs it (no module globals)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from webui.fileio import atomic_write_bytes
+from webui.models.cache import ModelCache
+from webui.models.demo import DEMO_NOTICE, ensure_demo_checkpoints
+from webui.models.families import FAMILIES, Family
+from webui.models.hashes import HashCache
+from webui.models.loader import load_pipeline
+from webui.models.registry import CheckpointEntry, CheckpointRegistry, match
+from webui.models.vae import AUTOMATIC, list_vaes, load_vae, resolve_vae
+from webui.settings import Paths, RuntimeSettings
+
+log = logging.getLogger(__name__)
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class LoadedModel:
+    entry: CheckpointEntry
+    family: Family
+    pipeline: object
+    vae: str | None  # the external VAE file in use, None for the checkpoint's own
+
+
+class ModelManager:
+    def __init__(self, paths: Paths, runtime: RuntimeSettings | None = None):
+        self.paths = paths
+        self.runtime = runtime or RuntimeSettings()
+        self.dtype = DTYPES[self.runtime.dtype]
+        self.hashes = HashCache(paths.cache_dir / "hashes.json")
+        self.registry = CheckpointRegistry(paths.ckpt_dirs, self.hashes)
+        self.cache = ModelCache(self.runtime.ram_budget, self.runtime.device, self.runtime.offload, self.runtime.vram_budget)
+        self.using_demo = False
+
+    def checkpoints(self) -> list[CheckpointEntry]:
+        """The user's checkpoints; the built-in demo models when there is none."""
+        entries = self.registry.scan()
+        self.using_demo = not any(e.detection.known for e in entries)
+        if self.using_demo:
+            log.warning(DEMO_NOTICE.format(folder=self.paths.folder("checkpoints")))
+            demo = CheckpointRegistry((ensure_demo_checkpoints(self.paths.cache_dir),), self.hashes)
+            entries = entries + demo.scan()
+        return entries
+
+    def find(self, query: str) -> CheckpointEntry:
+        return match(self.checkpoints(), query, self.paths.ckpt_dirs)
+
+    def default(self) -> CheckpointEntry:
+        usable = [e for e in self.checkpoints() if e.detection.known]
+        if not usable:
+            raise LookupError(f"no usable checkpoint in {self.paths.folder('checkpoints')}")
+        return usable[0]
+
+    def load(self, entry: CheckpointEntry | str | None = None, vae: str = AUTOMATIC) -> LoadedModel:
+        """The ready pipeline for a checkpoint (cached), with the chosen VAE applied."""
+        entry = self.default() if entry is None else self.find(entry) if isinstance(entry, str) else entry
+        key = (str(entry.path), self.runtime.dtype)
+        cached = self.cache.get(key)
+        if cached is None:
+            log.info("loading %s (%s)", entry.name, entry.detection.family)
+            pipe = load_pipeline(entry, self.dtype, self.paths.cache_dir)
+            cached = self.cache.put(key, pipe, own_vae=pipe.vae, vae_path=None)
+        vae_path = resolve_vae(vae, entry.path, list_vaes(self.paths.vae_dirs))
+        if vae_path != cached.info["vae_path"]:
+            own = cached.info["own_vae"]
+            new_vae = load_vae(vae_path, self._vae_config_dir(own), self.dtype) if vae_path else own
+            cached.pipeline.register_modules(vae=new_vae.to(cached.pipeline.device))
+            cached.info["vae_path"] = vae_path
+        return LoadedModel(entry, FAMILIES[entry.detection.family], cached.pipeline, str(vae_path) if vae_path else None)
+
+    def _vae_config_dir(self, vae) -> Path:
+        """A config folder holding this checkpoint's VAE config: an external VAE takes its settings."""
+        raw = json.dumps(dict(vae.config), sort_keys=True, default=list)
+        folder = self.paths.cache_dir / "configs" / f"vae-{hashlib.sha256(raw.encode()).hexdigest()[:16]}"
+        if not (folder / "vae" / "config.json").is_file():
+            atomic_write_bytes(folder / "vae" / "config.json", raw.encode())
+        return folder
+
+    def unload(self, entry: CheckpointEntry) -> None:
+        self.cache.evict((str(entry.path), self.runtime.dtype))
