@@ -61,6 +61,13 @@ class ModelCache:
         self._place(model)
         return model
 
+    def make_room(self, nbytes: int) -> None:
+        """Evict least recently used models until `nbytes` more fit, before loading (no double peak)."""
+        for key in list(self._models):
+            if self.total_bytes + nbytes <= self.ram_budget:
+                break
+            self.evict(key)
+
     def evict(self, key: Hashable) -> None:
         model = self._models.pop(key, None)
         if model is None:

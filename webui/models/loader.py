@@ -7,6 +7,7 @@ are passed in, so nothing is looked up on the Hub. Every result is verified (ver
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -27,11 +28,15 @@ PREDICTION_TYPES = {"eps": "epsilon", "v": "v_prediction"}
 
 
 def tokenizers_for(family: Family) -> dict:
+    """Fresh copies per pipeline: textual inversion adds tokens to a pipeline's tokenizer."""
+    def tok(pad: str):
+        return copy.deepcopy(clip_tokenizer(pad))
+
     if family.refiner:
-        return {"tokenizer": None, "tokenizer_2": clip_tokenizer(PAD_OPEN_CLIP)}
+        return {"tokenizer": None, "tokenizer_2": tok(PAD_OPEN_CLIP)}
     if family.arch == "sdxl":
-        return {"tokenizer": clip_tokenizer(PAD_CLIP_L), "tokenizer_2": clip_tokenizer(PAD_OPEN_CLIP)}
-    return {"tokenizer": clip_tokenizer(PAD_OPEN_CLIP if family.arch == "sd2" else PAD_CLIP_L)}
+        return {"tokenizer": tok(PAD_CLIP_L), "tokenizer_2": tok(PAD_OPEN_CLIP)}
+    return {"tokenizer": tok(PAD_OPEN_CLIP if family.arch == "sd2" else PAD_CLIP_L)}
 
 
 def scheduler_for(config_dir: Path, prediction: str):

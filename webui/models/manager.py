@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from webui.models.cache import ModelCache
 from webui.models.demo import DEMO_NOTICE, ensure_demo_checkpoints
 from webui.models.families import FAMILIES, Family
 from webui.models.hashes import HashCache
+from webui.models.header import read_header
 from webui.models.loader import load_pipeline
 from webui.models.registry import CheckpointEntry, CheckpointRegistry, match
 from webui.models.vae import AUTOMATIC, list_vaes, load_vae, resolve_vae
@@ -71,6 +73,7 @@ class ModelManager:
         cached = self.cache.get(key)
         if cached is None:
             log.info("loading %s (%s)", entry.name, entry.detection.family)
+            self.cache.make_room(self._estimate_bytes(entry))
             pipe = load_pipeline(entry, self.dtype, self.paths.cache_dir)
             cached = self.cache.put(key, pipe, own_vae=pipe.vae, vae_path=None)
         vae_path = resolve_vae(vae, entry.path, list_vaes(self.paths.vae_dirs))
@@ -80,6 +83,13 @@ class ModelManager:
             cached.pipeline.register_modules(vae=new_vae.to(cached.pipeline.device))
             cached.info["vae_path"] = vae_path
         return LoadedModel(entry, FAMILIES[entry.detection.family], cached.pipeline, str(vae_path) if vae_path else None)
+
+    def _estimate_bytes(self, entry: CheckpointEntry) -> int:
+        """Bytes the loaded pipeline will hold: the file's tensors at the requested dtype."""
+        if entry.format == "diffusers":
+            return entry.size
+        numel = sum(math.prod(t.shape) for t in read_header(entry.path).tensors.values())
+        return numel * self.dtype.itemsize
 
     def _vae_config_dir(self, vae) -> Path:
         """A config folder holding this checkpoint's VAE config: an external VAE takes its settings."""

@@ -1,0 +1,77 @@
+"""Every family loads offline from an A1111-layout single file (and from a diffusers folder) and draws."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_generate
+from webui.models.families import FAMILIES
+from webui.models.manager import ModelManager
+from webui.models.tiny import tiny_pipeline
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_single_file_is_detected_loaded_offline_and_generates(family, tiny_checkpoint, paths, no_network):
+    shutil.copy(tiny_checkpoint(family), paths.folder("checkpoints") / f"my-{family}.safetensors")
+    manager = ModelManager(paths)
+    (entry,) = manager.checkpoints()
+    assert (entry.detection.family, entry.format) == (family, "safetensors")
+    loaded = manager.load(entry)
+    image = tiny_generate(loaded.pipeline, family)
+    assert image.shape == (64, 64, 3) and np.isfinite(image).all() and image.std() > 0
+    assert no_network == []
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl-base"])
+def test_loaded_single_file_draws_exactly_what_the_original_draws(family, tiny_checkpoint, paths):
+    shutil.copy(tiny_checkpoint(family), paths.folder("checkpoints") / "m.safetensors")
+    loaded = ModelManager(paths).load("m.safetensors")
+    expected = tiny_generate(tiny_pipeline(family, seed=0), family)
+    assert np.array_equal(tiny_generate(loaded.pipeline, family), expected)
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl-base", "sd2-inpaint"])
+def test_diffusers_folder_loads_offline_even_without_tokenizer_files(family, paths, no_network):
+    folder = paths.folder("checkpoints") / f"{family}-diffusers"
+    pipe = tiny_pipeline(family, seed=0)
+    pipe.save_pretrained(folder)
+    for name in ("tokenizer", "tokenizer_2"):
+        shutil.rmtree(folder / name, ignore_errors=True)  # diffusers would build a 2-token tokenizer
+    manager = ModelManager(paths)
+    (entry,) = manager.checkpoints()
+    assert (entry.detection.family, entry.format) == (family, "diffusers")
+    loaded = manager.load(entry)
+    assert len(loaded.pipeline.tokenizer) == 49408
+    assert np.array_equal(tiny_generate(loaded.pipeline, family), tiny_generate(pipe, family))
+    assert no_network == []
+
+
+def test_demo_models_when_no_checkpoint(paths, caplog):
+    manager = ModelManager(paths)
+    entries = manager.checkpoints()
+    assert manager.using_demo and {e.detection.family for e in entries} == {"sd1", "sdxl-base"}
+    assert "draw noise" in caplog.text and "easel download sd15" in caplog.text
+    loaded = manager.load()
+    assert tiny_generate(loaded.pipeline, loaded.family.name).shape == (64, 64, 3)
+    # Deterministic: a second data dir builds byte-identical demo files.
+    again = ModelManager(type(paths).from_flags(data_dir=paths.data_dir.parent / "other")).checkpoints()
+    assert [e.path.read_bytes() for e in again] == [e.path.read_bytes() for e in entries]
+
+
+def test_cached_reload_returns_the_same_pipeline(tiny_checkpoint, paths):
+    shutil.copy(tiny_checkpoint("sd1"), paths.folder("checkpoints") / "a.safetensors")
+    manager = ModelManager(paths)
+    first = manager.load("a")
+    assert manager.load("a.safetensors").pipeline is first.pipeline
+    manager.unload(first.entry)
+    assert manager.load("a").pipeline is not first.pipeline
+
+
+def test_fp16_request_is_honoured(tiny_checkpoint, paths):
+    from webui.settings import RuntimeSettings
+
+    shutil.copy(tiny_checkpoint("sd1"), paths.folder("checkpoints") / "a.safetensors")
+    loaded = ModelManager(paths, RuntimeSettings(dtype="float16")).load("a")
+    assert loaded.pipeline.unet.dtype == torch.float16 and loaded.pipeline.text_encoder.dtype == torch.float16
