@@ -72,11 +72,15 @@ def child(mode: str, path: str, dtype: str) -> None:
         return make_random_checkpoint(family, Path(out))
     import diffusers
 
+    from webui.models.detect import detect
     from webui.models.families import FAMILIES
     from webui.models.header import read_header
-    from webui.models.detect import detect
+    from webui.models.manager import ModelManager
+    from webui.settings import Paths, RuntimeSettings
 
     torch_dtype = getattr(torch, dtype)
+    fam = FAMILIES[detect(read_header(Path(path))).family]
+    pipeline_cls = getattr(diffusers, fam.pipeline)  # resolve diffusers' lazy imports before timing
     base = current_rss()
     t0 = time.perf_counter()
     extra = {}
@@ -85,16 +89,12 @@ def child(mode: str, path: str, dtype: str) -> None:
         with open(path, "rb", buffering=0) as f:
             n = f.readinto(buf)
     elif mode == "diffusers":
-        fam = FAMILIES[detect(read_header(Path(path))).family]
-        pipe = getattr(diffusers, fam.pipeline).from_single_file(
+        pipe = pipeline_cls.from_single_file(
             path, config=str(fam.config_dir), local_files_only=True, torch_dtype=torch_dtype
         )
         fault_in(p for m in pipe.components.values() if isinstance(m, torch.nn.Module) for p in m.parameters())
         n = sum(p.numel() for p in pipe.unet.parameters())
     else:
-        from webui.models.manager import ModelManager
-        from webui.settings import Paths, RuntimeSettings
-
         folder = Path(path).parent
         manager = ModelManager(Paths.from_flags(data_dir=folder / "data", ckpt_dir=folder), RuntimeSettings(dtype=dtype))
         entry = next(e for e in manager.checkpoints() if str(e.path) == path)

@@ -116,3 +116,32 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
         atomic_write_bytes(target, object())
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temp file left behind
+
+
+def test_checkpoint_missing_a_component_fails_clearly_naming_the_file(tiny_checkpoint, paths):
+    from safetensors.torch import load_file
+
+    from webui.models.manager import ModelManager
+
+    tensors = load_file(tiny_checkpoint("sd1"))
+    kept = {k: v for k, v in tensors.items() if not k.startswith("cond_stage_model.")}
+    path = paths.folder("checkpoints") / "no-text-encoder.safetensors"
+    save_file(kept, str(path))
+    manager = ModelManager(paths)
+    with pytest.raises(CheckpointError, match="no-text-encoder.safetensors") as info:
+        manager.load("no-text-encoder")
+    assert "text_encoder" in str(info.value)
+    assert len(manager.cache) == 0  # nothing half-loaded is kept
+
+
+def test_unsupported_architecture_is_unknown_with_the_reason(tiny_checkpoint, tmp_path):
+    from safetensors.torch import load_file
+
+    from webui.models.detect import detect
+
+    tensors = load_file(tiny_checkpoint("sd1"))
+    w = tensors["model.diffusion_model.input_blocks.0.0.weight"]
+    tensors["model.diffusion_model.input_blocks.0.0.weight"] = torch.zeros(w.shape[0], 8, *w.shape[2:])
+    save_file(tensors, str(tmp_path / "pix2pix.safetensors"))
+    det = detect(read_header(tmp_path / "pix2pix.safetensors"))
+    assert det.family == "unknown" and "8 input channels" in det.reason

@@ -88,7 +88,8 @@ def load_pipeline(entry: CheckpointEntry, dtype: torch.dtype, cache_dir: Path):
     except CheckpointError:
         raise
     except Exception as e:  # diffusers/transformers raise many types for a bad file
-        raise CheckpointError(f"{entry.path}: failed to load as {family.name}: {type(e).__name__}: {e}") from e
+        first_line = (str(e).strip().splitlines() or [""])[0]  # diffusers appends code samples for developers
+        raise CheckpointError(f"{entry.path}: failed to load as {family.name}: {type(e).__name__}: {first_line}") from e
     verify_pipeline(pipe, family, dtype, entry.path)
     return pipe
 
