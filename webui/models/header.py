@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -39,7 +40,17 @@ class Header:
 
 
 def read_header(path: Path) -> Header:
+    """The file's header; remembered until the file changes (detection, sizing and checks share it)."""
     path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from e
+    return _read_header_cached(path, st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _read_header_cached(path: Path, size: int, mtime_ns: int) -> Header:
     if path.suffix.lower() in SAFETENSORS_SUFFIXES:
         return read_safetensors_header(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:

@@ -60,6 +60,25 @@ def embedded_config_dir(path: Path, cache_dir: Path) -> Path | None:
     return folder
 
 
+def component_prefixes(family: Family) -> dict[str, str]:
+    """Where each pipeline component lives in an A1111-layout file of this family."""
+    if family.refiner:
+        te = {"text_encoder_2": "conditioner.embedders.0.model."}
+    elif family.arch == "sdxl":
+        te = {"text_encoder": "conditioner.embedders.0.transformer.", "text_encoder_2": "conditioner.embedders.1.model."}
+    else:
+        te = {"text_encoder": "cond_stage_model.transformer." if family.arch == "sd1" else "cond_stage_model.model."}
+    return {"unet": "model.diffusion_model.", "vae": "first_stage_model.", **te}
+
+
+def check_components(path: Path, family: Family) -> None:
+    """Refuse a file that lacks a component before diffusers tries (its error names a class, not the cause)."""
+    keys = read_header(path).tensors
+    missing = [f"{name} ({prefix}*)" for name, prefix in component_prefixes(family).items() if not any(k.startswith(prefix) for k in keys)]
+    if missing:
+        raise CheckpointError(f"{path}: the file has no weights for {', '.join(missing)}; it cannot load as {family.name}")
+
+
 def _extra_components(family: Family) -> dict:
     """Optional components left out: no safety checker (A1111 has none), IP-Adapter adds its own."""
     extra = {"image_encoder": None, "feature_extractor": None}
@@ -79,6 +98,7 @@ def load_pipeline(entry: CheckpointEntry, dtype: torch.dtype, cache_dir: Path):
         if entry.format == "diffusers":
             pipe = _load_folder(pipeline_cls, entry.path, family, det.prediction or family.default_prediction, dtype)
         else:
+            check_components(entry.path, family)
             config_dir = embedded_config_dir(entry.path, cache_dir) or family.config_dir
             components = {**tokenizers_for(family), **_extra_components(family)}
             components["scheduler"] = scheduler_for(config_dir, det.prediction or family.default_prediction)
