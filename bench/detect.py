@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 from webui.models.convert.layout import write_layout_file  # noqa: E402
 from webui.models.detect import detect  # noqa: E402
 from webui.models.families import FAMILIES  # noqa: E402
-from webui.models.header import read_header  # noqa: E402
+from webui.models.header import read_safetensors_header as read_header  # noqa: E402  (uncached)
 
 
 def raw_header(path: Path) -> dict:

@@ -1,5 +1,6 @@
 """Every family loads offline from an A1111-layout single file (and from a diffusers folder) and draws."""
 
+import os
 import shutil
 
 import numpy as np
@@ -81,3 +82,13 @@ def test_fp16_request_is_honoured(tiny_checkpoint, paths):
     shutil.copy(tiny_checkpoint("sd1"), paths.folder("checkpoints") / "a.safetensors")
     loaded = ModelManager(paths, RuntimeSettings(dtype="float16")).load("a")
     assert loaded.pipeline.unet.dtype == torch.float16 and loaded.pipeline.text_encoder.dtype == torch.float16
+
+
+def test_a_replaced_file_is_loaded_again_not_served_from_cache(tiny_checkpoint, paths):
+    target = paths.folder("checkpoints") / "model.safetensors"
+    shutil.copy(tiny_checkpoint("sd1"), target)
+    manager = ModelManager(paths)
+    assert manager.load("model").family.name == "sd1"
+    shutil.copy(tiny_checkpoint("sdxl-base"), target)
+    os.utime(target, ns=(1, 1))  # a different mtime even on coarse-clock file systems
+    assert manager.load("model").family.name == "sdxl-base"

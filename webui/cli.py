@@ -72,10 +72,21 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_libraries() -> None:
+    """diffusers/transformers warnings and progress bars speak to developers; users get Easel's log."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from webui.models.manager import ModelManager
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
     offload = "sequential" if args.lowvram else "model" if args.medvram else "none"
     runtime = RuntimeSettings(device=args.device, dtype=args.precision, offload=offload)
     manager = ModelManager(_paths(args), runtime)

@@ -50,9 +50,11 @@ class ModelManager:
     def checkpoints(self) -> list[CheckpointEntry]:
         """The user's checkpoints; the built-in demo models when there is none."""
         entries = self.registry.scan()
-        self.using_demo = not any(e.detection.known for e in entries)
-        if self.using_demo:
+        using_demo = not any(e.detection.known for e in entries)
+        if using_demo and not self.using_demo:
             log.warning(DEMO_NOTICE.format(folder=self.paths.folder("checkpoints")))
+        self.using_demo = using_demo
+        if using_demo:
             demo = CheckpointRegistry((ensure_demo_checkpoints(self.paths.cache_dir),), self.hashes)
             entries = entries + demo.scan()
         return entries
@@ -69,7 +71,7 @@ class ModelManager:
     def load(self, entry: CheckpointEntry | str | None = None, vae: str = AUTOMATIC) -> LoadedModel:
         """The ready pipeline for a checkpoint (cached), with the chosen VAE applied."""
         entry = self.default() if entry is None else self.find(entry) if isinstance(entry, str) else entry
-        key = (str(entry.path), self.runtime.dtype)
+        key = self._key(entry)
         cached = self.cache.get(key)
         if cached is None:
             log.info("loading %s (%s)", entry.name, entry.detection.family)
@@ -100,4 +102,8 @@ class ModelManager:
         return folder
 
     def unload(self, entry: CheckpointEntry) -> None:
-        self.cache.evict((str(entry.path), self.runtime.dtype))
+        self.cache.evict(self._key(entry))
+
+    def _key(self, entry: CheckpointEntry) -> tuple:
+        """A replaced file (new mtime) is a new model, never the stale cached one."""
+        return (str(entry.path), entry.path.stat().st_mtime_ns, self.runtime.dtype)
