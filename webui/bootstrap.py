@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("EASEL_VENV", ROOT / ".venv")).resolve()
-MIN_PYTHON = (3, 10)
+MIN_PYTHON = (3, 11)  # diffusers 0.42 has no Python 3.10 release
 
 
 def venv_python() -> Path:
