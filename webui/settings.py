@@ -5,7 +5,7 @@ Folder names follow AUTOMATIC1111 so `--data-dir` can point at an existing A1111
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 MODEL_FOLDERS = {
@@ -86,4 +86,3 @@ class RuntimeSettings:
     offload: str = "none"  # none | model (--medvram) | sequential (--lowvram)
     ram_budget: int = 0  # 0 = sized from the machine when the cache is created
     vram_budget: int = 0
-    extra: dict = field(default_factory=dict)

@@ -64,7 +64,7 @@ def _is_diffusers_folder(path: Path) -> bool:
     return (path / "model_index.json").is_file()
 
 
-def inspect(path: Path, name: str, hashes: HashCache | None = None) -> CheckpointEntry:
+def inspect_checkpoint(path: Path, name: str, hashes: HashCache | None = None) -> CheckpointEntry:
     """Detect one file or diffusers folder; never raises for a bad file."""
     if path.is_dir():
         return CheckpointEntry(name, path, "diffusers", _folder_size(path), detect_folder(path))
@@ -108,7 +108,7 @@ class CheckpointRegistry:
                 entries.append(CheckpointEntry(name, path, "unknown", 0, Detection("error", reason=f"{path}: {e}")))
                 continue
             key = (str(path), st.st_size, st.st_mtime)
-            entry = self._seen.get(key) or inspect(path, name, self.hashes)
+            entry = self._seen.get(key) or inspect_checkpoint(path, name, self.hashes)
             self._seen[key] = entry
             if entry.sha256 is None and path.is_file():
                 entry = CheckpointEntry(entry.name, path, entry.format, entry.size, entry.detection, self.hashes.get(path))
