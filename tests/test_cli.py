@@ -39,3 +39,13 @@ def test_download_offline_fails_fast_with_a_clear_message(tmp_path):
     out = easel("download", "sd15", "--data-dir", str(tmp_path), check=False)
     assert out.returncode == 1 and "offline" in out.stderr and "HF_HUB_OFFLINE" in out.stderr
     assert not any(tmp_path.rglob("*.safetensors*"))
+
+
+def test_models_json_includes_an_extra_ckpt_dir(tmp_path, tiny_checkpoint):
+    import json
+
+    extra = tmp_path / "elsewhere" / "deep"
+    extra.mkdir(parents=True)
+    shutil.copy(tiny_checkpoint("sd2"), extra / "two.safetensors")
+    rows = json.loads(easel("models", "--json", "--data-dir", str(tmp_path / "data"), "--ckpt-dir", str(tmp_path / "elsewhere")).stdout)
+    assert [(r["name"], r["family"], r["prediction"]) for r in rows] == [("deep/two.safetensors", "sd2", "v")]

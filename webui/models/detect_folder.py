@@ -24,15 +24,17 @@ def _json(path: Path) -> dict:
 
 
 def ldm_depths(unet: dict) -> tuple[int, ...]:
-    """The transformer depth of every resnet input block, as the LDM layout would show it."""
-    types = unet.get("down_block_types", [])
+    """The transformer depth of every resnet input block, as the LDM layout would show it.
+
+    `transformer_layers_per_block` is an int, one int per level, or (SSD-1B) one list per level."""
     per_level = unet.get("transformer_layers_per_block", 1)
     layers = unet.get("layers_per_block", 2)
     out: list[int] = []
-    for i, t in enumerate(types):
-        d = per_level[i] if isinstance(per_level, list) else per_level
+    for i, block_type in enumerate(unet.get("down_block_types", [])):
         n = layers[i] if isinstance(layers, list) else layers
-        out += [d if isinstance(d, int) else d[0]] * n if "CrossAttn" in t else [0] * n
+        depth = per_level[i] if isinstance(per_level, list) else per_level
+        per_layer = depth if isinstance(depth, list) else [depth] * n
+        out += [per_layer[j] if "CrossAttn" in block_type else 0 for j in range(n)]
     return tuple(out)
 
 
