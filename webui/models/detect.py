@@ -16,8 +16,15 @@ from pathlib import Path
 
 from webui.models.families import FAMILIES, VARIANTS
 from webui.models.header import Header
+from webui.models.ldm_keys import (
+    REFINER_CLIP_G_PREFIX,
+    SD1_CLIP_PREFIX,
+    SD2_CLIP_PREFIX,
+    SDXL_CLIP_G_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
+)
 
-UNET = "model.diffusion_model."
 SDXL_DEPTHS = {(0, 0, 2, 2, 10, 10): "sdxl-base", (0, 0, 2, 2, 4, 4): "ssd-1b", (0, 0, 1, 1, 2, 2): "vega"}
 REFINER_DEPTHS = (0, 0, 4, 4, 4, 4, 0, 0)
 SD_DEPTHS = (1, 1, 1, 1, 1, 1, 0, 0)
@@ -45,10 +52,10 @@ class UNetLayout:
 
 
 def unet_layout(h: Header) -> UNetLayout | None:
-    keys = [k[len(UNET) :] for k in h.tensors if k.startswith(UNET)]
+    keys = [k[len(UNET_PREFIX) :] for k in h.tensors if k.startswith(UNET_PREFIX)]
     if not keys:
         return None
-    conv_in = h.shape(UNET + "input_blocks.0.0.weight")
+    conv_in = h.shape(UNET_PREFIX + "input_blocks.0.0.weight")
     res_blocks: set[int] = set()
     depth: dict[int, int] = {}
     linear = None
@@ -63,8 +70,8 @@ def unet_layout(h: Header) -> UNetLayout | None:
         if sub == 1 and t:
             depth[block] = max(depth.get(block, 0), int(t[1]) + 1)
         if sub == 1 and rest == "proj_in.weight" and linear is None:
-            linear = len(h.tensors[UNET + k].shape) == 2
-    adm = h.shape(UNET + "label_emb.0.0.weight")
+            linear = len(h.tensors[UNET_PREFIX + k].shape) == 2
+    adm = h.shape(UNET_PREFIX + "label_emb.0.0.weight")
     return UNetLayout(
         in_channels=conv_in[1] if conv_in and len(conv_in) == 4 else -1,
         depths=tuple(depth.get(b, 0) for b in sorted(res_blocks)),
@@ -78,13 +85,13 @@ def _text_encoder_layout(h: Header) -> str | None:
     def has(prefix: str) -> bool:
         return any(k.startswith(prefix) for k in h.tensors)
 
-    if has("conditioner.embedders.1.model."):
+    if has(SDXL_CLIP_G_PREFIX):
         return "sdxl"
-    if has("conditioner.embedders.0.model."):
+    if has(REFINER_CLIP_G_PREFIX):
         return "sdxl-refiner"
-    if has("cond_stage_model.transformer."):
+    if has(SD1_CLIP_PREFIX):
         return "clip-l"
-    if has("cond_stage_model.model."):
+    if has(SD2_CLIP_PREFIX):
         return "open-clip"
     return None
 
@@ -97,13 +104,13 @@ def _not_a_checkpoint(h: Header) -> str:
         return "this is a LoRA, not a checkpoint (it belongs in models/Lora)"
     if any(k.startswith("control_model.") or k.startswith("controlnet_") for k in keys):
         return "this is a ControlNet, not a checkpoint (it belongs in models/ControlNet)"
-    if any(k.startswith(("encoder.down", "decoder.up", "first_stage_model.")) for k in keys) and not any(
+    if any(k.startswith(("encoder.down", "decoder.up", VAE_PREFIX)) for k in keys) and not any(
         k.startswith("cond_stage_model") for k in keys
     ):
         return "this is a VAE, not a checkpoint (it belongs in models/VAE)"
     if any(k.startswith(("down_blocks.", "mid_block.", "up_blocks.")) for k in keys):
         return "a diffusers-format UNet file, not a full checkpoint (use a diffusers folder or an A1111 single file)"
-    return f"no Stable Diffusion UNet weights ({UNET}*) among its {len(keys)} tensors"
+    return f"no Stable Diffusion UNet weights ({UNET_PREFIX}*) among its {len(keys)} tensors"
 
 
 def structural_family(h: Header) -> tuple[str, str]:

@@ -19,6 +19,7 @@ import torch
 from webui.models.clip_tokenizer import PAD_CLIP_L, PAD_OPEN_CLIP, clip_tokenizer
 from webui.models.families import FAMILIES, Family
 from webui.models.header import CheckpointError, read_header
+from webui.models.ldm_keys import component_prefixes
 from webui.models.registry import CheckpointEntry
 from webui.models.verify import verify_pipeline
 
@@ -58,17 +59,6 @@ def embedded_config_dir(path: Path, cache_dir: Path) -> Path | None:
     if not (folder / "model_index.json").is_file():
         write_config_folder(json.loads(raw), folder)
     return folder
-
-
-def component_prefixes(family: Family) -> dict[str, str]:
-    """Where each pipeline component lives in an A1111-layout file of this family."""
-    if family.refiner:
-        te = {"text_encoder_2": "conditioner.embedders.0.model."}
-    elif family.arch == "sdxl":
-        te = {"text_encoder": "conditioner.embedders.0.transformer.", "text_encoder_2": "conditioner.embedders.1.model."}
-    else:
-        te = {"text_encoder": "cond_stage_model.transformer." if family.arch == "sd1" else "cond_stage_model.model."}
-    return {"unet": "model.diffusion_model.", "vae": "first_stage_model.", **te}
 
 
 def check_components(path: Path, family: Family) -> None:

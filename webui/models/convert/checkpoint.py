@@ -23,18 +23,20 @@ from webui.fileio import atomic_write_json
 from webui.models.convert.text_encoders import clip_l_to_ldm, open_clip_to_ldm
 from webui.models.convert.unet import unet_to_ldm
 from webui.models.convert.vae import vae_to_ldm
+from webui.models.ldm_keys import (
+    REFINER_CLIP_G_PREFIX,
+    SD1_CLIP_PREFIX,
+    SD2_CLIP_PREFIX,
+    SDXL_CLIP_G_PREFIX,
+    SDXL_CLIP_L_PREFIX,
+    UNET_PREFIX,
+    VAE_PREFIX,
+)
 
 METADATA_CONFIGS = "easel.diffusers"
 METADATA_FAMILY = "easel.family"
 COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2", "scheduler")
 
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIX = "first_stage_model."
-SD1_CLIP_PREFIX = "cond_stage_model.transformer."
-SD2_CLIP_PREFIX = "cond_stage_model.model."
-SDXL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer."
-SDXL_CLIP_G_PREFIX = "conditioner.embedders.1.model."
-REFINER_CLIP_G_PREFIX = "conditioner.embedders.0.model."
 _COMPONENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
