@@ -1,4 +1,4 @@
-"""`easel` command line: serve | models | download (generate and extensions arrive with their issues).
+"""`easel` command line: serve | generate | models | download (extensions arrives with its issue).
 
 Flags use A1111's names so existing launch scripts keep working."""
 
@@ -87,14 +87,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
-    offload = "sequential" if args.lowvram else "model" if args.medvram else "none"
-    runtime = RuntimeSettings(device=args.device, dtype=args.precision, offload=offload)
-    manager = ModelManager(_paths(args), runtime)
+    manager = ModelManager(_paths(args), _runtime(args))
     loaded = manager.load()
     host = "0.0.0.0" if args.listen else "127.0.0.1"
     print(f"Easel {__version__}: model ready: {loaded.entry.title} ({loaded.family.name})")
     print(f"The browser UI arrives with the UI issue; it will be served on http://{host}:{args.port}")
     return 0
+
+
+def _runtime_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--medvram", action="store_true", help="CUDA: keep only the active submodel on the GPU")
+    p.add_argument("--lowvram", action="store_true", help="CUDA: stream layers to the GPU (slowest, least VRAM)")
+
+
+def _runtime(args: argparse.Namespace) -> RuntimeSettings:
+    offload = "sequential" if args.lowvram else "model" if args.medvram else "none"
+    return RuntimeSettings(device=args.device, dtype=args.precision, offload=offload)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from webui.generate_command import run_generate
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
+    return run_generate(args, _paths(args), _runtime(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,11 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     _path_flags(serve)
     serve.add_argument("--listen", action="store_true", help="listen on all interfaces, not only 127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
-    serve.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    serve.add_argument("--precision", default="float32", choices=("float32", "float16", "bfloat16"))
-    serve.add_argument("--medvram", action="store_true", help="CUDA: keep only the active submodel on the GPU")
-    serve.add_argument("--lowvram", action="store_true", help="CUDA: stream layers to the GPU (slowest, least VRAM)")
+    _runtime_flags(serve)
     serve.set_defaults(func=cmd_serve)
+
+    from webui.generate_command import add_generate_flags
+
+    gen = sub.add_parser("generate", help="txt2img / img2img / inpaint from the terminal")
+    _path_flags(gen)
+    _runtime_flags(gen)
+    add_generate_flags(gen)
+    gen.set_defaults(func=cmd_generate)
 
     models = sub.add_parser("models", help="list checkpoints with family, prediction type and hash")
     _path_flags(models)

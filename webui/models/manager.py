@@ -19,9 +19,9 @@ from webui.models.cache import ModelCache
 from webui.models.demo import DEMO_NOTICE, ensure_demo_checkpoints
 from webui.models.families import FAMILIES, Family
 from webui.models.hashes import HashCache
-from webui.models.header import read_header
+from webui.models.header import CheckpointError, read_header
 from webui.models.loader import load_pipeline
-from webui.models.registry import CheckpointEntry, CheckpointRegistry, match
+from webui.models.registry import CheckpointEntry, CheckpointRegistry, inspect_checkpoint, match
 from webui.models.vae import AUTOMATIC, list_vaes, load_vae, resolve_vae
 from webui.settings import Paths, RuntimeSettings
 
@@ -61,6 +61,17 @@ class ModelManager:
 
     def find(self, query: str) -> CheckpointEntry:
         return match(self.checkpoints(), query, self.paths.ckpt_dirs)
+
+    def entry_for_path(self, path: Path) -> CheckpointEntry:
+        """A checkpoint file or diffusers folder outside the model folders (the CLI's `--model PATH`).
+        Only for the local user's own command line: the API resolves names, never paths."""
+        path = Path(path).expanduser().resolve()
+        if not path.exists():
+            raise LookupError(f"{path}: no such checkpoint file or folder")
+        entry = inspect_checkpoint(path, path.name, self.hashes)
+        if not entry.detection.known:
+            raise CheckpointError(f"{path}: not a checkpoint Easel can load ({entry.detection.reason})")
+        return entry
 
     def default(self) -> CheckpointEntry:
         usable = [e for e in self.checkpoints() if e.detection.known]

@@ -1,0 +1,105 @@
+"""What the engine adds on top of a raw diffusers call doing the same work.
+
+Both sides run the same loaded weights, the same scheduler class and settings, steps, size, CFG
+and seed, and return decoded pictures (the engine without saving, which raw diffusers does not do):
+  raw     Pipeline.from_pipe(loaded, scheduler=<same>)(prompt=..., generator=cpu(seed), output_type="pil")
+  engine  Engine.generate(GenerationRequest(...)) with saving off
+Runs alternate (raw, engine, raw, engine, ...) after one warm-up each; the ratio is of medians.
+Models: the tiny test model, and a full-size SD1.5 layout with random fp16 weights written once to
+--dir (on CPU use a small --size and few --steps; on a GPU use 512 and 20).
+Usage: python bench/overhead.py [--models tiny,sd15] [--size 256] [--steps 4] [--reps 3] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def prepare(model: str, folder: Path) -> Path:
+    from bench.load import make_random_checkpoint
+    from webui.models.convert import save_single_file
+    from webui.models.tiny import tiny_pipeline
+
+    ckpts = folder / "models" / "Stable-diffusion"
+    ckpts.mkdir(parents=True, exist_ok=True)
+    path = ckpts / f"bench-{model}.safetensors"
+    if model == "tiny" and not path.exists():
+        save_single_file(tiny_pipeline("sd1", seed=0), path)
+    elif model == "sd15":
+        make_random_checkpoint("sd1", path)
+    return path
+
+
+def measure(model: str, args) -> tuple[float, float]:
+    import diffusers
+
+    from webui.generation.engine import Engine, EngineOptions
+    from webui.generation.request import GenerationRequest
+    from webui.generation.samplers import build_scheduler
+    from webui.models.manager import ModelManager
+    from webui.settings import Paths, RuntimeSettings
+
+    path = prepare(model, Path(args.dir))
+    manager = ModelManager(Paths.from_flags(data_dir=args.dir), RuntimeSettings(device=args.device, dtype=args.dtype))
+    engine = Engine(manager, EngineOptions(save_images=False))
+    loaded = manager.load(manager.find(path.name))
+    request = GenerationRequest(prompt="a photo of a cat", negative_prompt="blurry", steps=args.steps,
+                                width=args.size, height=args.size, seed=1, sampler=args.sampler, cfg_scale=7.0)
+
+    def raw() -> None:
+        scheduler = build_scheduler(loaded.pipeline.scheduler.config, args.sampler, "Automatic")
+        pipe = diffusers.StableDiffusionPipeline.from_pipe(loaded.pipeline, scheduler=scheduler)
+        pipe.set_progress_bar_config(disable=True)
+        pipe(prompt=request.prompt, negative_prompt=request.negative_prompt, num_inference_steps=args.steps,
+             guidance_scale=7.0, width=args.size, height=args.size,
+             generator=torch.Generator("cpu").manual_seed(1), output_type="pil")
+
+    def ours() -> None:
+        engine.generate(request)
+
+    times: dict[str, list[float]] = {"raw": [], "engine": []}
+    for name, fn in (("raw", raw), ("engine", ours)):
+        fn()  # warm-up: first-call allocations, hash of the model file for the infotext
+    for _ in range(args.reps):
+        for name, fn in (("raw", raw), ("engine", ours)):
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return statistics.median(times["raw"]), statistics.median(times["engine"])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="tiny,sd15")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--sampler", default="Euler")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dir", default="/tmp/easel-bench-overhead")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    print(f"device={args.device} dtype={args.dtype} size={args.size} steps={args.steps} sampler={args.sampler} "
+          f"reps={args.reps} torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(f"{'model':8} {'raw s':>8} {'engine s':>9} {'ratio':>6}")
+    for model in args.models.split(","):
+        raw, ours = measure(model, args)
+        print(f"{model:8} {raw:8.3f} {ours:9.3f} {ours / raw:6.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""`GenerationRequest` <-> A1111 infotext parameters, with A1111's key names and order
+(`processing.create_infotext`), so A1111, Civitai and prompt readers understand Easel's images and
+Easel restores theirs. The text layout itself lives in `infotext.py`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from webui import __version__
+from webui.generation.infotext import format_infotext, parse_infotext
+from webui.generation.prompt_parser import ExtraNetworkCall
+from webui.generation.request import GenerationRequest, InpaintOptions, MaskedContent, Mode
+
+# Pre-1.9 A1111 wrote the schedule into the sampler name ("DPM++ 2M Karras").
+_SCHEDULE_SUFFIXES = {" Karras": "Karras", " Exponential": "Exponential", " SGM Uniform": "SGM Uniform"}
+
+
+def _number(x: float) -> int | float:
+    return int(x) if float(x).is_integer() else x
+
+
+def infotext_params(req: GenerationRequest, seed: int, subseed: int, model: dict) -> dict[str, object]:
+    """The settings line of one image, as an ordered dict (None values are left out when written)."""
+    variation = req.subseed_strength > 0
+    resized = req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0
+    params: dict[str, object] = {
+        "Steps": req.steps,
+        "Sampler": req.sampler,
+        "Schedule type": None if req.schedule_type.lower() == "automatic" else req.schedule_type,
+        "CFG scale": _number(req.cfg_scale),
+        "Seed": seed,
+        "Size": f"{req.width}x{req.height}",
+        "Model hash": model.get("Model hash"),
+        "Model": model.get("Model"),
+        "VAE hash": model.get("VAE hash"),
+        "VAE": model.get("VAE"),
+        "Variation seed": subseed if variation else None,
+        "Variation seed strength": _number(req.subseed_strength) if variation else None,
+        "Seed resize from": f"{req.seed_resize_from_w}x{req.seed_resize_from_h}" if resized else None,
+        "Denoising strength": _number(req.denoising_strength) if req.mode is not Mode.TXT2IMG else None,
+        "Clip skip": req.clip_skip if req.clip_skip > 1 else None,
+    }
+    if req.mode is not Mode.TXT2IMG and req.resize_mode != 0:
+        params["Resize mode"] = req.resize_mode.label
+    if req.mode is Mode.INPAINT:
+        opts = req.inpaint
+        params["Mask blur"] = opts.mask_blur
+        params["Masked content"] = opts.masked_content.label
+        if opts.only_masked:
+            params["Inpaint area"] = "Only masked"
+            params["Masked area padding"] = opts.only_masked_padding
+        if opts.invert_mask:
+            params["Mask mode"] = "Inpaint not masked"
+    s = req.sdxl
+    for key, value in (("Original size", s.original_size), ("Target size", s.target_size)):
+        if value is not None:
+            params[key] = f"{value[1]}x{value[0]}"
+    if s.crops_coords_top_left != (0, 0):
+        params["Crop top-left"] = f"{s.crops_coords_top_left[1]}x{s.crops_coords_top_left[0]}"
+    params["Version"] = f"Easel {__version__}"
+    return params
+
+
+def infotext_for(req: GenerationRequest, seed: int, subseed: int, model: dict,
+                 networks: list[ExtraNetworkCall] = (), extra: dict | None = None) -> str:
+    """The full infotext of one image; `extra` (extension parameters) goes before Version."""
+    params = infotext_params(req, seed, subseed, model)
+    version = params.pop("Version")
+    params.update(extra or {})
+    params["Version"] = version
+    return format_infotext(req.prompt, req.negative_prompt, params)
+
+
+@dataclass
+class PastedParameters:
+    """What an infotext restores: a request, plus the keys Easel did not map (extensions read them)."""
+
+    request: GenerationRequest
+    unknown: dict[str, str] = field(default_factory=dict)
+
+
+def _pair(value: str) -> tuple[int, int]:
+    w, h = value.lower().split("x")
+    return int(w), int(h)
+
+
+def request_from_infotext(text: str) -> PastedParameters:
+    prompt, negative, raw = parse_infotext(text)
+    p = dict(raw)
+    req = GenerationRequest(prompt=prompt, negative_prompt=negative)
+    take = p.pop
+    if "Steps" in p:
+        req.steps = int(take("Steps"))
+    if "Sampler" in p:
+        req.sampler = take("Sampler")
+        for suffix, schedule in _SCHEDULE_SUFFIXES.items():
+            if req.sampler.endswith(suffix):
+                req.sampler, req.schedule_type = req.sampler[: -len(suffix)], schedule
+    if "Schedule type" in p:
+        req.schedule_type = take("Schedule type")
+    if "CFG scale" in p:
+        req.cfg_scale = float(take("CFG scale"))
+    if "Seed" in p:
+        req.seed = int(take("Seed"))
+    if "Size-1" in p:
+        req.width, req.height = int(take("Size-1")), int(take("Size-2"))
+        p.pop("Size", None)
+    elif "Size" in p:
+        req.width, req.height = _pair(take("Size"))
+    model_hash, model = take("Model hash", None), take("Model", None)
+    req.checkpoint = model_hash or model
+    if "VAE" in p:
+        req.override_settings["sd_vae"] = take("VAE")
+    p.pop("VAE hash", None)
+    if "Variation seed" in p:
+        req.subseed = int(take("Variation seed"))
+        req.subseed_strength = float(take("Variation seed strength", 0))
+    if "Seed resize from" in p:
+        req.seed_resize_from_w, req.seed_resize_from_h = _pair(take("Seed resize from"))
+    if "Clip skip" in p:
+        req.clip_skip = int(take("Clip skip"))
+    if "Denoising strength" in p and "Hires upscale" not in p:
+        req.mode = Mode.IMG2IMG
+        req.denoising_strength = float(take("Denoising strength"))
+    if "Resize mode" in p:
+        labels = ("Just resize", "Crop and resize", "Resize and fill")
+        value = take("Resize mode")
+        req.resize_mode = labels.index(value) if value in labels else 0
+    if "Mask blur" in p:
+        req.mode = Mode.INPAINT
+        req.inpaint = _inpaint_options(p)
+    for key, attr in (("Original size", "original_size"), ("Target size", "target_size"), ("Crop top-left", "crops_coords_top_left")):
+        if key in p:
+            w, h = _pair(take(key))
+            setattr(req.sdxl, attr, (h, w))
+    p.pop("Version", None)
+    return PastedParameters(req, p)
+
+
+def _inpaint_options(p: dict[str, str]) -> InpaintOptions:
+    opts = InpaintOptions(mask_blur=int(p.pop("Mask blur")))
+    labels = [m.label for m in MaskedContent]
+    content = p.pop("Masked content", "original")
+    if content in labels:
+        opts.masked_content = MaskedContent(labels.index(content))
+    if p.pop("Inpaint area", "Whole picture") == "Only masked":
+        opts.only_masked = True
+        opts.only_masked_padding = int(p.pop("Masked area padding", 32))
+    opts.invert_mask = p.pop("Mask mode", "") == "Inpaint not masked"
+    return opts
