@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from webui import __version__
 from webui.generation.infotext import format_infotext, parse_infotext
 from webui.generation.prompt_parser import ExtraNetworkCall
-from webui.generation.request import GenerationRequest, InpaintOptions, MaskedContent, Mode
+from webui.generation.request import GenerationRequest, InpaintOptions, MaskedContent, Mode, ResizeMode
 
 # Pre-1.9 A1111 wrote the schedule into the sampler name ("DPM++ 2M Karras").
 _SCHEDULE_SUFFIXES = {" Karras": "Karras", " Exponential": "Exponential", " SGM Uniform": "SGM Uniform"}
@@ -79,9 +79,15 @@ class PastedParameters:
     unknown: dict[str, str] = field(default_factory=dict)
 
 
-def _pair(value: str) -> tuple[int, int]:
-    w, h = value.lower().split("x")
-    return int(w), int(h)
+def _take_pair(p: dict[str, str], key: str) -> tuple[int, int] | None:
+    """A `WxH` value, whether the text layer split it into `key-1`/`key-2` or not."""
+    if f"{key}-1" in p:
+        p.pop(key, None)
+        return int(p.pop(f"{key}-1")), int(p.pop(f"{key}-2"))
+    if key in p:
+        w, h = p.pop(key).lower().split("x")
+        return int(w), int(h)
+    return None
 
 
 def request_from_infotext(text: str) -> PastedParameters:
@@ -102,11 +108,9 @@ def request_from_infotext(text: str) -> PastedParameters:
         req.cfg_scale = float(take("CFG scale"))
     if "Seed" in p:
         req.seed = int(take("Seed"))
-    if "Size-1" in p:
-        req.width, req.height = int(take("Size-1")), int(take("Size-2"))
-        p.pop("Size", None)
-    elif "Size" in p:
-        req.width, req.height = _pair(take("Size"))
+    size = _take_pair(p, "Size")
+    if size:
+        req.width, req.height = size
     model_hash, model = take("Model hash", None), take("Model", None)
     req.checkpoint = model_hash or model
     if "VAE" in p:
@@ -115,8 +119,9 @@ def request_from_infotext(text: str) -> PastedParameters:
     if "Variation seed" in p:
         req.subseed = int(take("Variation seed"))
         req.subseed_strength = float(take("Variation seed strength", 0))
-    if "Seed resize from" in p:
-        req.seed_resize_from_w, req.seed_resize_from_h = _pair(take("Seed resize from"))
+    resize_from = _take_pair(p, "Seed resize from")
+    if resize_from:
+        req.seed_resize_from_w, req.seed_resize_from_h = resize_from
     if "Clip skip" in p:
         req.clip_skip = int(take("Clip skip"))
     if "Denoising strength" in p and "Hires upscale" not in p:
@@ -125,14 +130,14 @@ def request_from_infotext(text: str) -> PastedParameters:
     if "Resize mode" in p:
         labels = ("Just resize", "Crop and resize", "Resize and fill")
         value = take("Resize mode")
-        req.resize_mode = labels.index(value) if value in labels else 0
+        req.resize_mode = ResizeMode(labels.index(value)) if value in labels else ResizeMode.JUST_RESIZE
     if "Mask blur" in p:
         req.mode = Mode.INPAINT
         req.inpaint = _inpaint_options(p)
     for key, attr in (("Original size", "original_size"), ("Target size", "target_size"), ("Crop top-left", "crops_coords_top_left")):
-        if key in p:
-            w, h = _pair(take(key))
-            setattr(req.sdxl, attr, (h, w))
+        pair = _take_pair(p, key)
+        if pair:
+            setattr(req.sdxl, attr, (pair[1], pair[0]))
     p.pop("Version", None)
     return PastedParameters(req, p)
 
