@@ -23,7 +23,9 @@ Not offered, because diffusers 0.42 has no faithful equivalent: DPM fast, DPM ad
 DDIM CFG++, and DPM++ 3M SDE (diffusers' third-order `sde-dpmsolver++` update has the opposite sign on
 the constant of its second-derivative term compared with k-diffusion's `sample_dpmpp_3m_sde` and the
 exact integral; diffusers documents its SDE solvers for orders 1-2 only). Schedule types Polyexponential,
-KL Optimal, Align Your Steps, Simple and Normal have no diffusers flag and are refused likewise."""
+KL Optimal, Align Your Steps, Simple and Normal have no diffusers flag and are refused likewise.
+One approximation is kept because the issue requires the name: DPM++ 2S a (see its `note`). Every
+`Sampler.note` says where the diffusers class differs from A1111, for the UI to show."""
 
 from __future__ import annotations
 
