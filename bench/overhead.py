@@ -51,8 +51,9 @@ def measure(model: str, args) -> tuple[float, float]:
     path = prepare(model, Path(args.dir))
     manager = ModelManager(Paths.from_flags(data_dir=args.dir), RuntimeSettings(device=args.device, dtype=args.dtype))
     engine = Engine(manager, EngineOptions(save_images=False))
-    loaded = manager.load(manager.find(path.name))
-    request = GenerationRequest(prompt="a photo of a cat", negative_prompt="blurry", steps=args.steps,
+    entry = manager.find(path.name)
+    loaded = manager.load(entry)
+    request = GenerationRequest(checkpoint=entry, prompt="a photo of a cat", negative_prompt="blurry", steps=args.steps,
                                 width=args.size, height=args.size, seed=1, sampler=args.sampler, cfg_scale=7.0)
 
     def raw() -> None:
@@ -81,6 +82,15 @@ def measure(model: str, args) -> tuple[float, float]:
     return statistics.median(times["raw"]), statistics.median(times["engine"])
 
 
+def quiet() -> None:
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="tiny,sd15")
@@ -92,7 +102,7 @@ def main() -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--dir", default="/tmp/easel-bench-overhead")
     args = p.parse_args()
-    torch.manual_seed(0)
+    quiet()
     print(f"device={args.device} dtype={args.dtype} size={args.size} steps={args.steps} sampler={args.sampler} "
           f"reps={args.reps} torch={torch.__version__} threads={torch.get_num_threads()}")
     print(f"{'model':8} {'raw s':>8} {'engine s':>9} {'ratio':>6}")

@@ -140,7 +140,8 @@ class Engine:
             batch_subseeds = seeds.subseeds[first : first + req.batch_size]
             if batch:
                 pipe.scheduler = self._scheduler(loaded, req, batch_seeds)  # fresh state: SDE noise, solver history
-            kwargs, generators = self._call_kwargs(req, loaded, way, pipe, inputs, batch_seeds, batch_subseeds)
+            kwargs, generators = self._call_kwargs(req, loaded, way, pipe, inputs, batch_seeds, batch_subseeds,
+                                                  cond.prompt_embeds.dtype)
             kwargs.update(_cond_kwargs(cond))
             kwargs["callback_on_step_end"] = self._step_callback(req, loaded, control, listener, clock, batch)
             kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
@@ -160,7 +161,7 @@ class Engine:
     def _scheduler(self, loaded: LoadedModel, req: GenerationRequest, seeds: list[int]):
         return build_scheduler(loaded.pipeline.scheduler.config, req.sampler, req.schedule_type, seed=seeds)
 
-    def _call_kwargs(self, req, loaded, way, pipe, inputs, seeds, subseeds) -> tuple[dict, list[torch.Generator]]:
+    def _call_kwargs(self, req, loaded, way, pipe, inputs, seeds, subseeds, dtype) -> tuple[dict, list[torch.Generator]]:
         kwargs: dict = dict(num_inference_steps=req.steps, guidance_scale=req.cfg_scale, output_type="latent")
         if way.pipeline_mode == "txt2img":
             shape = (pipe.unet.config.in_channels, req.height // 8, req.width // 8)
@@ -168,7 +169,8 @@ class Engine:
                 image_noise(shape, s, sub, req.subseed_strength, (req.seed_resize_from_w, req.seed_resize_from_h))
                 for s, sub in zip(seeds, subseeds)
             ))
-            kwargs.update(latents=torch.stack(noises).to(pipe.unet.device, pipe.unet.dtype), height=req.height, width=req.width)
+            # diffusers moves latents to the execution device; the dtype must be the model's (the embeddings')
+            kwargs.update(latents=torch.stack(noises).to(dtype), height=req.height, width=req.width)
         else:
             generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
             kwargs.update(inputs.pipeline_kwargs(pipe, req, seeds, way))
