@@ -254,3 +254,14 @@ def test_solver_settings_of_the_model_config_do_not_leak(sd1):
     base = dict(sd1.scheduler.config, algorithm_type="sde-dpmsolver++", use_karras_sigmas=True, solver_order=3)
     config = build_scheduler(base, "DPM++ 2M", "Uniform").config
     assert (config.algorithm_type, config.use_karras_sigmas, config.solver_order) == ("dpmsolver++", False, 2)
+
+
+@pytest.mark.parametrize("sampler", ["Euler a", "Euler", "LMS", "Heun"])
+def test_one_step_uniform_schedule_starts_from_pure_noise_like_a1111(sd1, sampler):
+    """SDXL Turbo's classic setting (Euler a, 1 step): k-diffusion samples at t=999, never at t=0."""
+    sched = build_scheduler(sd1.scheduler.config, sampler, "Automatic", steps=1)
+    sched.set_timesteps(1)
+    assert sched.timesteps.tolist() == [999]
+    more = build_scheduler(sd1.scheduler.config, sampler, "Automatic", steps=4)
+    more.set_timesteps(4)
+    assert more.timesteps.tolist()[0] == 999 and more.config.timestep_spacing == "linspace"

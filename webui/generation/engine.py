@@ -159,7 +159,8 @@ class Engine:
         return result
 
     def _scheduler(self, loaded: LoadedModel, req: GenerationRequest, seeds: list[int]):
-        return build_scheduler(loaded.pipeline.scheduler.config, req.sampler, req.schedule_type, seed=seeds)
+        return build_scheduler(loaded.pipeline.scheduler.config, req.sampler, req.schedule_type, seed=seeds,
+                               steps=req.steps)
 
     def _call_kwargs(self, req, loaded, way, pipe, inputs, seeds, subseeds, dtype) -> tuple[dict, list[torch.Generator]]:
         kwargs: dict = dict(num_inference_steps=req.steps, guidance_scale=req.cfg_scale, output_type="latent")

@@ -206,12 +206,14 @@ def build_scheduler(
     schedule_type: str = "Automatic",
     *,
     seed: int | Sequence[int] | None = None,
+    steps: int | None = None,
 ) -> SchedulerMixin:
     """A new scheduler for one job; `base_config` (the loaded pipeline's scheduler config) is only read.
 
     `seed` makes DPM++ SDE's Brownian-tree noise reproducible: pass the request seed, or one seed per
     image of the batch (A1111 seeds one tree per image). Without it diffusers draws a random tree seed.
-    Every other stochastic sampler takes its noise from the generator the pipeline call passes to `step`."""
+    Every other stochastic sampler takes its noise from the generator the pipeline call passes to `step`.
+    `steps` (when known) corrects the one-step uniform schedule to A1111's t=999."""
     s, _ = split_sampler_name(sampler) if isinstance(sampler, str) else (sampler, None)
     schedule = resolve_schedule_type(base_config, sampler, schedule_type)
     cls = s.scheduler_class
@@ -226,6 +228,10 @@ def build_scheduler(
         config["steps_offset"] = 1  # A1111's +1; diffusers' SD pipelines force it anyway (with a warning)
     config.update(s.options)
     config.update(_schedule_kwargs(schedule, params))
+    if steps == 1 and config.get("timestep_spacing") == "linspace":
+        # k-diffusion's uniform schedule for one step is t=999; diffusers' linspace gives t=0 (a no-op
+        # step, noise out). Trailing is the same as A1111 there: one-step SDXL Turbo with Euler a works.
+        config["timestep_spacing"] = "trailing"
     if "noise_sampler_seed" in params:
         config["noise_sampler_seed"] = list(seed) if isinstance(seed, Sequence) else seed
     unknown = set(config) - set(params)
