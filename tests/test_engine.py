@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from engine_helpers import FAMILIES, picture, pixels, square_mask
+from webui import hookimpl
 from webui.generation.engine import Engine, EngineOptions
+from webui.hooktypes import ExtraNetworkType
 from webui.generation.infotext import read_infotext
 from webui.generation.request import GenerationRequest, MaskedContent, Mode, ResizeMode
 from webui.models.manager import ModelManager
@@ -92,13 +94,27 @@ def test_sizes_are_rounded_to_multiples_of_8_with_a_notice(engine):
     assert any("width 70 rounded down to 64" in n for n in result.notices)
 
 
+class LoraTags:
+    """A stand-in for the LoRA extension: it only declares the <lora:...> tag."""
+
+    @hookimpl
+    def register_extra_networks(self, register):
+        register(ExtraNetworkType("lora", "LoRA"))
+
+
 def test_prompt_emphasis_and_extra_network_tags(engine):
-    plain = engine.generate(request(prompt="a red cube"))
-    tagged = engine.generate(request(prompt="a red cube<lora:someLora:0.8>"))
-    weighted = engine.generate(request(prompt="a (red:1.6) cube"))
-    assert (pixels(plain.images[0].image) == pixels(tagged.images[0].image)).all()  # the tag is not text
+    engine.plugins.register(LoraTags(), "lora-tags")
+    try:
+        plain = engine.generate(request(prompt="a red cube"))
+        tagged = engine.generate(request(prompt="a red cube<lora:someLora:0.8><hypernet:x:1>"))
+        weighted = engine.generate(request(prompt="a (red:1.6) cube"))
+    finally:
+        engine.plugins.unregister("lora-tags")
+    assert (pixels(plain.images[0].image) == pixels(tagged.images[0].image)).all()  # the tags are not text
     assert [(c.name, c.args) for c in tagged.extra_networks] == [("lora", ("someLora", "0.8"))]
-    assert tagged.infotexts[0].startswith("a red cube<lora:someLora:0.8>\n")  # infotext keeps the tag
+    assert tagged.request.extra_networks == {"lora": tagged.extra_networks}
+    assert "unknown extra network <hypernet:...>: no extension handles it; ignored" in tagged.notices
+    assert tagged.infotexts[0].startswith("a red cube<lora:someLora:0.8><hypernet:x:1>\n")  # infotext keeps tags
     assert (pixels(plain.images[0].image) != pixels(weighted.images[0].image)).any()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from webui.generation.params import infotext_for, request_from_infotext
+from webui.plugins import Plugins
 from webui.generation.request import (
     GenerationRequest,
     InpaintOptions,
@@ -43,14 +44,14 @@ def full_request() -> GenerationRequest:
 def test_round_trip_restores_every_field():
     req = full_request()
     text = infotext_for(req, req.seed, req.subseed, MODEL)
-    pasted = request_from_infotext(text)
+    pasted = request_from_infotext(text, Plugins.builtin())
     back = pasted.request
     for name in ("mode", "prompt", "negative_prompt", "sampler", "schedule_type", "steps", "cfg_scale", "width",
                  "height", "seed", "subseed", "subseed_strength", "seed_resize_from_w", "seed_resize_from_h",
                  "clip_skip", "denoising_strength", "resize_mode", "inpaint", "sdxl"):
         assert getattr(back, name) == getattr(req, name), name
-    assert back.checkpoint == "6ce0161689"
-    assert back.override_settings == {"sd_vae": "vae-ft-mse.safetensors"}
+    assert back.checkpoint == "v1-5-pruned-emaonly"  # the checkpoints extension took the model keys
+    assert back.extensions == {"checkpoints": {"vae": "vae-ft-mse.safetensors"}}
     assert pasted.unknown == {}
 
 
@@ -71,11 +72,11 @@ def test_a1111_txt2img_infotext_with_hires_and_extensions():
         'Clip skip: 2, ADetailer model: face_yolov8n.pt, ADetailer confidence: 0.3, Hires upscale: 2, '
         'Hires steps: 10, Hires upscaler: R-ESRGAN 4x+ Anime6B, Lora hashes: "add_detail: 7c6bad76eb54", Version: v1.10.1'
     )
-    pasted = request_from_infotext(text)
+    pasted = request_from_infotext(text, Plugins.builtin())
     req = pasted.request
     assert (req.prompt, req.negative_prompt) == ("masterpiece, 1girl, <lora:add_detail:0.5>", "(worst quality:1.4), lowres")
     assert (req.steps, req.sampler, req.schedule_type, req.cfg_scale, req.seed) == (25, "DPM++ 2M", "Karras", 7.0, 3057913843)
-    assert (req.width, req.height, req.clip_skip, req.checkpoint) == (512, 768, 2, "7f96a1a9ca")
+    assert (req.width, req.height, req.clip_skip, req.checkpoint) == (512, 768, 2, "anything-v5")
     assert req.mode is Mode.TXT2IMG  # a hires-fix denoising strength is not img2img
     assert pasted.unknown["Lora hashes"] == "add_detail: 7c6bad76eb54"
     assert pasted.unknown["ADetailer model"] == "face_yolov8n.pt" and pasted.unknown["Hires upscale"] == "2"
@@ -99,7 +100,7 @@ def test_forge_infotext():
         "Size: 896x1152, Model hash: 7d3eb4ec38, Model: flux1-dev-bnb-nf4-v2, Version: f2.0.1v1.10.1-previous-313-g8a042934, "
         "Module 1: ae, Module 2: clip_l, Module 3: t5xxl_fp16"
     )
-    pasted = request_from_infotext(text)
+    pasted = request_from_infotext(text, Plugins.builtin())
     assert (pasted.request.width, pasted.request.height, pasted.request.seed) == (896, 1152, 77)
     assert pasted.request.schedule_type == "Simple"  # kept as written; the engine reports it as unsupported
     assert pasted.unknown == {"Distilled CFG Scale": "3.5", "Module 1": "ae", "Module 2": "clip_l", "Module 3": "t5xxl_fp16"}

@@ -1,4 +1,4 @@
-"""`easel` command line: serve | generate | models | download (extensions arrives with its issue).
+"""`easel` command line: serve | generate | models | extensions | download.
 
 Flags use A1111's names so existing launch scripts keep working."""
 
@@ -87,11 +87,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
-    manager = ModelManager(_paths(args), _runtime(args))
+    paths = _paths(args)
+    plugins = _plugins(args, paths)
+    for f in plugins.failures:
+        print(f"extension {f.name!r} failed to load and is disabled: {f.error}", file=sys.stderr)
+    manager = ModelManager(paths, _runtime(args), plugins)
     loaded = manager.load()
     host = "0.0.0.0" if args.listen else "127.0.0.1"
     print(f"Easel {__version__}: model ready: {loaded.entry.title} ({loaded.family.name})")
     print(f"The browser UI arrives with the UI issue; it will be served on http://{host}:{args.port}")
+    return 0
+
+
+def _extension_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--disable-extension", action="append", default=[], metavar="NAME",
+                   help="do not load this extension (repeatable); EASEL_LOAD_PLUGINS=a,b loads only those")
+
+
+def _plugins(args: argparse.Namespace, paths: Paths):
+    from webui.plugins import Plugins
+
+    return Plugins().load(folder=paths.data_dir / "extensions", disabled=args.disable_extension)
+
+
+def cmd_extensions(args: argparse.Namespace) -> int:
+    plugins = _plugins(args, _paths(args))
+    infos = plugins.infos()
+    if args.json:
+        print(json.dumps([i.to_json() for i in infos], indent=1))
+    else:
+        for i in infos:
+            print(f"{i.name} {i.version} ({i.source}): {', '.join(i.hooks)}")
+    for f in plugins.failures:
+        print(f"extension {f.name!r} ({f.source}) failed to load: {f.error}", file=sys.stderr)
     return 0
 
 
@@ -112,7 +140,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
-    return run_generate(args, _paths(args), _runtime(args))
+    paths = _paths(args)
+    return run_generate(args, paths, _runtime(args), _plugins(args, paths))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", action="store_true", help="listen on all interfaces, not only 127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
     _runtime_flags(serve)
+    _extension_flags(serve)
     serve.set_defaults(func=cmd_serve)
 
     from webui.generate_command import add_generate_flags
@@ -132,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="txt2img / img2img / inpaint from the terminal")
     _path_flags(gen)
     _runtime_flags(gen)
+    _extension_flags(gen)
     add_generate_flags(gen)
     gen.set_defaults(func=cmd_generate)
 
@@ -140,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="a JSON list with the keys name, path, family, ...")
     models.add_argument("--hash", action="store_true", help="compute missing hashes (reads every file once)")
     models.set_defaults(func=cmd_models)
+
+    ext = sub.add_parser("extensions", help="list loaded extensions: name, version, source, hooks")
+    _path_flags(ext)
+    _extension_flags(ext)
+    ext.add_argument("--json", action="store_true", help="a JSON list of {name, version, source, hooks}")
+    ext.set_defaults(func=cmd_extensions)
 
     dl = sub.add_parser("download", help="download a well-known model into the right folder")
     _path_flags(dl)

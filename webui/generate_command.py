@@ -84,14 +84,17 @@ def build_request(args: argparse.Namespace):
     )
 
 
-def run_generate(args: argparse.Namespace, paths: Paths, runtime: RuntimeSettings) -> int:
+def run_generate(args: argparse.Namespace, paths: Paths, runtime: RuntimeSettings, plugins) -> int:
     from tqdm import tqdm
 
     from webui.generation.engine import Engine, EngineOptions
     from webui.models.header import CheckpointError
     from webui.models.manager import ModelManager
 
-    manager = ModelManager(paths, runtime)
+    for failure in plugins.failures:
+        print(f"easel generate: extension {failure.name!r} failed to load and is disabled: {failure.error}",
+              file=sys.stderr)
+    manager = ModelManager(paths, runtime, plugins)
     try:
         request = build_request(args)
     except ValueError as e:
@@ -117,7 +120,7 @@ def run_generate(args: argparse.Namespace, paths: Paths, runtime: RuntimeSetting
         return _fail(e, 1)
     except ValueError as e:  # RequestError, SamplerError, PromptError: the request is at fault
         return _fail(e, 2)
-    except RuntimeError as e:  # NansException and diffusers failures
+    except RuntimeError as e:  # NansException, ExtensionError and diffusers failures
         return _fail(e, 1)
     finally:
         if bar is not None:

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 from webui import __version__
 from webui.generation.infotext import format_infotext, parse_infotext
-from webui.generation.prompt_parser import ExtraNetworkCall
 from webui.generation.request import GenerationRequest, InpaintOptions, MaskedContent, Mode, ResizeMode
 
 # Pre-1.9 A1111 wrote the schedule into the sampler name ("DPM++ 2M Karras").
@@ -19,8 +18,9 @@ def _number(x: float) -> int | float:
     return int(x) if float(x).is_integer() else x
 
 
-def infotext_params(req: GenerationRequest, seed: int, subseed: int, model: dict) -> dict[str, object]:
-    """The settings line of one image, as an ordered dict (None values are left out when written)."""
+def infotext_params(req: GenerationRequest, seed: int, subseed: int) -> dict[str, object]:
+    """The settings line of one image, as an ordered dict (None values are left out when written).
+    Model and VAE keys are placeholders: the checkpoints extension fills them through `infotext_params`."""
     variation = req.subseed_strength > 0
     resized = req.seed_resize_from_w > 0 and req.seed_resize_from_h > 0
     params: dict[str, object] = {
@@ -30,10 +30,10 @@ def infotext_params(req: GenerationRequest, seed: int, subseed: int, model: dict
         "CFG scale": _number(req.cfg_scale),
         "Seed": seed,
         "Size": f"{req.width}x{req.height}",
-        "Model hash": model.get("Model hash"),
-        "Model": model.get("Model"),
-        "VAE hash": model.get("VAE hash"),
-        "VAE": model.get("VAE"),
+        "Model hash": None,
+        "Model": None,
+        "VAE hash": None,
+        "VAE": None,
         "Variation seed": subseed if variation else None,
         "Variation seed strength": _number(req.subseed_strength) if variation else None,
         "Seed resize from": f"{req.seed_resize_from_w}x{req.seed_resize_from_h}" if resized else None,
@@ -61,10 +61,10 @@ def infotext_params(req: GenerationRequest, seed: int, subseed: int, model: dict
     return params
 
 
-def infotext_for(req: GenerationRequest, seed: int, subseed: int, model: dict,
-                 networks: list[ExtraNetworkCall] = (), extra: dict | None = None) -> str:
-    """The full infotext of one image; `extra` (extension parameters) goes before Version."""
-    params = infotext_params(req, seed, subseed, model)
+def infotext_for(req: GenerationRequest, seed: int, subseed: int, extra: dict | None = None) -> str:
+    """The full infotext of one image. `extra` (from extensions) fills A1111 keys in their A1111 position
+    (`Model`, `VAE`, ...) and appends the others before `Version`."""
+    params = infotext_params(req, seed, subseed)
     version = params.pop("Version")
     params.update(extra or {})
     params["Version"] = version
@@ -90,7 +90,9 @@ def _take_pair(p: dict[str, str], key: str) -> tuple[int, int] | None:
     return None
 
 
-def request_from_infotext(text: str) -> PastedParameters:
+def request_from_infotext(text: str, plugins=None) -> PastedParameters:
+    """The request an infotext describes. With `plugins`, each extension's `infotext_pasted` takes its
+    keys (the checkpoints extension: Model, VAE, Refiner); what nobody took stays in `unknown`."""
     prompt, negative, raw = parse_infotext(text)
     p = dict(raw)
     req = GenerationRequest(prompt=prompt, negative_prompt=negative)
@@ -111,11 +113,6 @@ def request_from_infotext(text: str) -> PastedParameters:
     size = _take_pair(p, "Size")
     if size:
         req.width, req.height = size
-    model_hash, model = take("Model hash", None), take("Model", None)
-    req.checkpoint = model_hash or model
-    if "VAE" in p:
-        req.override_settings["sd_vae"] = take("VAE")
-    p.pop("VAE hash", None)
     if "Variation seed" in p:
         req.subseed = int(take("Variation seed"))
         req.subseed_strength = float(take("Variation seed strength", 0))
@@ -139,6 +136,8 @@ def request_from_infotext(text: str) -> PastedParameters:
         if pair:
             setattr(req.sdxl, attr, (pair[1], pair[0]))
     p.pop("Version", None)
+    if plugins is not None:
+        plugins.call_each("infotext_pasted", params=p, request=req)
     return PastedParameters(req, p)
 
 

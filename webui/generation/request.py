@@ -116,6 +116,7 @@ class GenerationRequest:
     inpaint: InpaintOptions = field(default_factory=InpaintOptions)
     sdxl: SDXLConditioning = field(default_factory=SDXLConditioning)
     extensions: dict[str, Any] = field(default_factory=dict)  # per-extension parameters, by extension name
+    extra_networks: dict[str, list[Any]] = field(default_factory=dict)  # <name:args> calls, set by the engine
     override_settings: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -6,6 +6,8 @@ memory back. On CUDA, `--medvram`/`--lowvram` map to diffusers' model / sequenti
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -26,7 +28,10 @@ class CachedModel:
 
 
 class ModelCache:
-    def __init__(self, ram_budget: int = 0, device: str = "cpu", offload: str = "none", vram_budget: int = 0):
+    def __init__(self, ram_budget: int = 0, device: str = "cpu", offload: str = "none", vram_budget: int = 0,
+                 on_evict: Callable[[CachedModel], None] | None = None):
+        """`on_evict(model)` runs before a model's pipeline is dropped (the manager tells extensions)."""
+        self.on_evict = on_evict
         self.ram_budget = ram_budget or total_ram() // 2
         self.device = device
         self.offload = offload
@@ -73,6 +78,11 @@ class ModelCache:
         if model is None:
             return
         log.info("unloading %s (%.0f MB)", key, model.nbytes / 2**20)
+        if self.on_evict is not None:
+            try:
+                self.on_evict(model)
+            except Exception:  # a listener's bug must not keep the memory pinned
+                log.exception("while unloading %s", key)
         model.pipeline = None
         del model
         release_freed_memory()

@@ -38,13 +38,16 @@ class LoadedModel:
 
 
 class ModelManager:
-    def __init__(self, paths: Paths, runtime: RuntimeSettings | None = None):
+    def __init__(self, paths: Paths, runtime: RuntimeSettings | None = None, plugins=None):
+        """`plugins` (webui.plugins.Plugins) hears `model_loaded` / `model_unloaded`."""
         self.paths = paths
         self.runtime = runtime or RuntimeSettings()
+        self.plugins = plugins
         self.dtype = DTYPES[self.runtime.dtype]
         self.hashes = HashCache(paths.cache_dir / "hashes.json")
         self.registry = CheckpointRegistry(paths.ckpt_dirs, self.hashes)
-        self.cache = ModelCache(self.runtime.ram_budget, self.runtime.device, self.runtime.offload, self.runtime.vram_budget)
+        self.cache = ModelCache(self.runtime.ram_budget, self.runtime.device, self.runtime.offload,
+                                self.runtime.vram_budget, on_evict=self._evicted)
         self.using_demo = False
 
     def checkpoints(self) -> list[CheckpointEntry]:
@@ -88,14 +91,24 @@ class ModelManager:
             log.info("loading %s (%s)", entry.name, entry.detection.family)
             self.cache.make_room(self._estimate_bytes(entry))
             pipe = load_pipeline(entry, self.dtype, self.paths.cache_dir)
-            cached = self.cache.put(key, pipe, own_vae=pipe.vae, vae_path=None)
+            cached = self.cache.put(key, pipe, own_vae=pipe.vae, vae_path=None, entry=entry)
+            if self.plugins is not None:
+                self.plugins.call_each("model_loaded", model=self._loaded(cached))
         vae_path = resolve_vae(vae, entry.path, list_vaes(self.paths.vae_dirs))
         if vae_path != cached.info["vae_path"]:
             own = cached.info["own_vae"]
             new_vae = load_vae(vae_path, self._vae_config_dir(own), self.dtype) if vae_path else own
             cached.pipeline.register_modules(vae=new_vae.to(cached.pipeline.device))
             cached.info["vae_path"] = vae_path
+        return self._loaded(cached)
+
+    def _loaded(self, cached) -> LoadedModel:
+        entry, vae_path = cached.info["entry"], cached.info["vae_path"]
         return LoadedModel(entry, FAMILIES[entry.detection.family], cached.pipeline, str(vae_path) if vae_path else None)
+
+    def _evicted(self, cached) -> None:
+        if self.plugins is not None:
+            self.plugins.call_each("model_unloaded", model=self._loaded(cached))
 
     def _estimate_bytes(self, entry: CheckpointEntry) -> int:
         """Bytes the loaded pipeline will hold: the file's tensors at the requested dtype."""

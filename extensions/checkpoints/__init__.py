@@ -1,0 +1,87 @@
+"""Built-in extension: which checkpoint and VAE a job runs on, family-aware defaults, the SDXL refiner,
+and the model keys of the infotext. It uses only the public hooks, like any third-party extension.
+
+Per-request options live in `request.extensions["checkpoints"]`:
+    {"vae": "Automatic" | "None" | "<file in models/VAE>", "refiner": "<checkpoint>", "switch_at": 0.8}
+`override_settings` keys `sd_model_checkpoint` and `sd_vae` (A1111's names) win over the request fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from extensions.checkpoints.refiner import refine, refiner_kwargs
+from webui import hookimpl
+
+NAME = "checkpoints"
+__version__ = "1.0"
+
+# Distilled SDXL variants want few steps and little or no CFG (their model cards' settings).
+VARIANT_DEFAULTS = {
+    "turbo": {"steps": 1, "cfg_scale": 1.0, "sampler": "Euler a", "schedule_type": "Automatic"},
+    "lightning": {"steps": 4, "cfg_scale": 1.0, "sampler": "Euler", "schedule_type": "SGM Uniform"},
+}
+
+
+def options(request) -> dict[str, Any]:
+    return request.extensions.get(NAME) or {}
+
+
+@hookimpl
+def select_model(request, manager):
+    name = request.override_settings.get("sd_model_checkpoint") or request.checkpoint
+    vae = request.override_settings.get("sd_vae") or options(request).get("vae") or "Automatic"
+    return manager.load(name, vae=vae)
+
+
+@hookimpl
+def model_defaults(model):
+    size = model.family.default_size
+    defaults: dict[str, Any] = {"width": size, "height": size}
+    defaults.update(VARIANT_DEFAULTS.get(model.entry.detection.variant or "", {}))
+    return defaults
+
+
+@hookimpl
+def pipeline_kwargs(pipeline, request):
+    return refiner_kwargs(pipeline, options(request))
+
+
+@hookimpl
+def after_denoising(latents, request, model, manager, seeds):
+    opts = options(request)
+    if not opts.get("refiner"):
+        return None
+    return refine(latents, request, model, manager, seeds, opts)
+
+
+@hookimpl
+def infotext_params(request, model, manager):
+    entry = model.entry
+    if entry.format != "diffusers" and entry.sha256 is None:
+        entry = manager.registry.with_hash(entry)
+    params: dict[str, Any] = {"Model hash": entry.hash10, "Model": entry.model_name}
+    if model.vae:
+        from pathlib import Path
+
+        vae = Path(model.vae)
+        params.update({"VAE hash": manager.hashes.compute(vae)[:10], "VAE": vae.name})
+    opts = options(request)
+    if opts.get("refiner"):
+        refiner = manager.find(opts["refiner"])
+        params["Refiner"] = f"{refiner.model_name} [{manager.registry.with_hash(refiner).hash10}]"
+        params["Refiner switch at"] = float(opts.get("switch_at", 0.8))
+    return params
+
+
+@hookimpl
+def infotext_pasted(params, request):
+    model_hash, model = params.pop("Model hash", None), params.pop("Model", None)
+    if model or model_hash:
+        request.checkpoint = model or model_hash
+    params.pop("VAE hash", None)
+    opts = request.extensions.setdefault(NAME, {})
+    if "VAE" in params:
+        opts["vae"] = params.pop("VAE")
+    if "Refiner" in params:
+        opts["refiner"] = params.pop("Refiner").rsplit(" [", 1)[0]
+        opts["switch_at"] = float(params.pop("Refiner switch at", 0.8))

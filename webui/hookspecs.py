@@ -1,0 +1,160 @@
+"""THE public extension API of Easel: every hook, typed and documented (docs/extensions.md has one
+section per hook with an example).
+
+Write an implementation with `from webui import hookimpl` and name only the arguments you use:
+pluggy passes just those, so a hook gaining an argument never breaks an existing extension. Hooks
+are added, never renamed; a hook or argument to be retired first warns for a release (pluggy's
+`warn_on_impl`). `API_VERSION` counts breaking changes (none yet)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+    from diffusers import DiffusionPipeline
+    from PIL import Image
+
+    from webui.generation.request import GenerationRequest
+    from webui.hooktypes import ExtraNetworkType, ImageSaveParams, Route, Setting, StepState, UISection, UITab
+    from webui.models.manager import LoadedModel, ModelManager
+
+API_VERSION = 1
+PROJECT = "easel"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec(historic=True)
+def addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    """Add hookspecs for other extensions: `pluginmanager.add_hookspecs(my_hookspecs_module)`.
+
+    Called once for each extension as it is registered (historic: late registrations get it too)."""
+
+
+@hookspec
+def register_extra_networks(register: Callable[[ExtraNetworkType], None]) -> None:
+    """Declare `<name:...>` prompt tags this extension handles: `register(ExtraNetworkType("lora", "LoRA"))`.
+
+    Called when the plugin manager starts. The engine cuts tags from prompts and puts the calls in
+    `request.extra_networks[name]`; a tag nobody registered is reported to the user and ignored."""
+
+
+@hookspec
+def register_settings(register: Callable[[Setting], None]) -> None:
+    """Declare typed options: `register(Setting("hello_greeting", "Hello", "Greeting"))`.
+
+    They appear in the Settings tab and are accepted in `request.override_settings`."""
+
+
+@hookspec
+def register_routes(register: Callable[[Route], None]) -> None:
+    """Add HTTP routes to the API app: `register(Route("/hello/v1/greet", endpoint, ("GET",)))`.
+
+    Called when the API app is built. Paths under /sdapi/ and /easel/ are reserved for Easel."""
+
+
+@hookspec
+def ui_tabs(register: Callable[[UITab], None]) -> None:
+    """Add whole tabs to the web UI: `register(UITab("hello", "Hello", build))`; `build()` makes the
+    Gradio components inside the tab."""
+
+
+@hookspec
+def ui_section(tab: str, register: Callable[[UISection], None]) -> None:
+    """Add a section to the "txt2img", "img2img" or "inpaint" tab (`tab` says which).
+
+    `register(UISection(name, title, build))`; `build()` returns {field: gradio component}; on
+    Generate the values arrive as `request.extensions[name][field]`."""
+
+
+@hookspec(firstresult=True)
+def select_model(request: GenerationRequest, manager: ModelManager) -> LoadedModel | None:
+    """Choose and load the model for a job (the built-in `checkpoints` extension does this from
+    `request.checkpoint`). First non-None result wins; with none, the manager's default model."""
+
+
+@hookspec
+def model_defaults(model: LoadedModel) -> dict[str, Any] | None:
+    """Settings the UI and API apply when the user has not set them, for this model: e.g. width/height
+    1024 for SDXL, or steps/cfg_scale/sampler for Turbo. Results are merged in call order."""
+
+
+@hookspec
+def model_loaded(model: LoadedModel) -> None:
+    """A checkpoint was loaded into memory (not called for cache hits)."""
+
+
+@hookspec
+def model_unloaded(model: LoadedModel) -> None:
+    """A checkpoint was evicted from memory; drop anything cached for it (adapters, embeddings)."""
+
+
+@hookspec
+def before_generate(request: GenerationRequest, model: LoadedModel) -> None:
+    """Adjust the request in place before it is validated and run (e.g. apply defaults)."""
+
+
+@hookspec
+def prepare_pipeline(pipeline: DiffusionPipeline, request: GenerationRequest) -> None:
+    """Implement as `@hookimpl(wrapper=True)`: patch the job's pipeline before `yield`, undo after it.
+
+    The `yield` spans the whole denoising run of the job (every batch); code after it runs even when
+    the job fails or is interrupted (use try/finally). `pipeline` is this job's own pipeline object,
+    built over the shared weights: undo every change to shared modules (UNet, text encoders)."""
+
+
+@hookspec
+def pipeline_kwargs(pipeline: DiffusionPipeline, request: GenerationRequest) -> dict[str, Any] | None:
+    """Extra keyword arguments for the diffusers call of this job (control images, IP-Adapter embeds).
+
+    Runs once per job after `prepare_pipeline` patched the pipeline. Return None to add nothing. Two
+    extensions returning the same key fail the job with both names in the message."""
+
+
+@hookspec
+def step_end(state: StepState) -> None:
+    """After each denoising step (diffusers' `callback_on_step_end`). Replace `state.latents` to
+    change what the next step sees."""
+
+
+@hookspec
+def after_denoising(latents: torch.Tensor, request: GenerationRequest, model: LoadedModel,
+                    manager: ModelManager, seeds: list[int]) -> torch.Tensor | None:
+    """Latents of one batch after the denoising loop, before decoding (`seeds`: one per image); return
+    new latents (e.g. an SDXL refiner continuing the base run) or None. Chained: each extension sees
+    the previous one's result."""
+
+
+@hookspec
+def postprocess_image(image: Image.Image, request: GenerationRequest) -> Image.Image | None:
+    """Each decoded image, before the infotext is written; return a new image or None to keep it.
+    Chained: each extension receives the previous one's result."""
+
+
+@hookspec
+def infotext_params(request: GenerationRequest, model: LoadedModel, manager: ModelManager) -> dict[str, Any] | None:
+    """Keys to add to the infotext's settings line (None values are left out); A1111 keys such as
+    `Model` land in A1111's position. Read them back in `infotext_pasted`."""
+
+
+@hookspec
+def infotext_pasted(params: dict[str, str], request: GenerationRequest) -> None:
+    """An infotext is being applied (PNG Info "Send to", API): `params` holds the keys Easel's core did
+    not use; pop yours and set the request (usually `request.extensions[<your name>]`)."""
+
+
+@hookspec
+def before_image_saved(params: ImageSaveParams) -> None:
+    """An image is about to be saved: change `params.image`, `params.infotext`, `params.folder`, or set
+    `params.skip = True` to not save it (it is still returned to the user)."""
+
+
+@hookspec
+def image_saved(path: Path, request: GenerationRequest) -> None:
+    """An image was written to `path` (complete and renamed into place)."""
