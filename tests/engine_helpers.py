@@ -23,3 +23,17 @@ def square_mask(size: int = 64, lo: int = 16, hi: int = 48) -> Image.Image:
     arr = np.zeros((size, size), dtype=np.uint8)
     arr[lo:hi, lo:hi] = 255
     return Image.fromarray(arr)
+
+
+def make_engine(data_dir, checkpoints: dict, **options):
+    """An Engine (built-in extensions) over a data dir whose checkpoint folder links `{name: file}`."""
+    from webui.generation.engine import Engine, EngineOptions
+    from webui.models.manager import ModelManager
+    from webui.settings import Paths
+
+    paths = Paths.from_flags(data_dir=data_dir)
+    folder = paths.folder("checkpoints")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, path in checkpoints.items():
+        (folder / name).symlink_to(path)
+    return Engine(ModelManager(paths), EngineOptions(**options))

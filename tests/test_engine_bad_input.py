@@ -7,22 +7,16 @@ import math
 import pytest
 import torch
 
-from engine_helpers import picture, pixels
-from webui.generation.engine import Engine, EngineOptions, NansException
+from engine_helpers import make_engine, picture, pixels
+from webui.generation.engine import Engine, NansException
 from webui.generation.prompt_parser import PromptError
 from webui.generation.request import GenerationRequest, Mode, RequestError
 from webui.generation.samplers import SamplerError
-from webui.models.manager import ModelManager
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint, tmp_path_factory) -> Engine:
-    from webui.settings import Paths
-
-    paths = Paths.from_flags(data_dir=tmp_path_factory.mktemp("bad-data"))
-    paths.folder("checkpoints").mkdir(parents=True)
-    (paths.folder("checkpoints") / "tiny.safetensors").symlink_to(tiny_checkpoint("sd1"))
-    return Engine(ModelManager(paths), EngineOptions(save_images=False))
+    return make_engine(tmp_path_factory.mktemp("bad-data"), {"tiny.safetensors": tiny_checkpoint("sd1")}, save_images=False)
 
 
 def request(**kw) -> GenerationRequest:

@@ -8,20 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
-from webui.generation.engine import Engine, EngineOptions
+from engine_helpers import make_engine
+from webui.generation.engine import Engine
 from webui.generation.progress import JobControl
 from webui.generation.request import GenerationRequest
-from webui.models.manager import ModelManager
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint, tmp_path_factory) -> Engine:
-    from webui.settings import Paths
-
-    paths = Paths.from_flags(data_dir=tmp_path_factory.mktemp("control-data"))
-    paths.folder("checkpoints").mkdir(parents=True)
-    (paths.folder("checkpoints") / "tiny.safetensors").symlink_to(tiny_checkpoint("sd1"))
-    return Engine(ModelManager(paths), EngineOptions(save_images=False))
+    return make_engine(tmp_path_factory.mktemp("control-data"), {"tiny.safetensors": tiny_checkpoint("sd1")}, save_images=False)
 
 
 def request(**kw) -> GenerationRequest:

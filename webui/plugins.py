@@ -171,42 +171,33 @@ class Plugins:
         """Call every plain implementation in pluggy's order (last registered first), each with only the
         arguments it names; returns (extension, result) pairs with None results dropped. An exception
         becomes `ExtensionError` naming the extension."""
-        caller = getattr(self.pm.hook, hook_name)
         results = []
-        for impl in reversed(caller.get_hookimpls()):
-            if impl.hookwrapper or impl.wrapper:
-                continue
-            try:
-                result = impl.function(**{a: kwargs[a] for a in impl.argnames})
-            except Exception as e:
-                raise_attributed(e, impl.plugin_name, hook_name)
+        for impl in self._plain_impls(hook_name):
+            result = _call(impl, hook_name, kwargs)
             if result is not None:
                 results.append((impl.plugin_name, result))
         return results
 
     def first(self, hook_name: str, **kwargs) -> Any:
         """The first non-None result in pluggy's order (for `firstresult` hooks), errors attributed."""
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            if impl.hookwrapper or impl.wrapper:
-                continue
-            try:
-                result = impl.function(**{a: kwargs[a] for a in impl.argnames})
-            except Exception as e:
-                raise_attributed(e, impl.plugin_name, hook_name)
+        for impl in self._plain_impls(hook_name):
+            result = _call(impl, hook_name, kwargs)
             if result is not None:
                 return result
         return None
 
     def chain(self, hook_name: str, value_arg: str, value: Any, **kwargs) -> Any:
         """Pass `value` through every implementation in turn; None keeps the previous value."""
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            try:
-                result = impl.function(**{a: ({value_arg: value} | kwargs)[a] for a in impl.argnames})
-            except Exception as e:
-                raise_attributed(e, impl.plugin_name, hook_name)
+        for impl in self._plain_impls(hook_name):
+            result = _call(impl, hook_name, {value_arg: value, **kwargs})
             if result is not None:
                 value = result
         return value
+
+    def _plain_impls(self, hook_name: str) -> list:
+        """Non-wrapper implementations in pluggy's call order (last registered first)."""
+        impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+        return [i for i in reversed(impls) if not (i.hookwrapper or i.wrapper)]
 
     def culprit(self, tb: TracebackType | None) -> str | None:
         """The extension whose code raised, found by walking the traceback (innermost first)."""
@@ -224,6 +215,14 @@ class Plugins:
                 if module == mod or module.startswith(mod + "."):
                     return name
         return None
+
+
+def _call(impl, hook_name: str, kwargs: dict) -> Any:
+    """One implementation with only the arguments it names (pluggy's rule), errors attributed."""
+    try:
+        return impl.function(**{a: kwargs[a] for a in impl.argnames})
+    except Exception as e:
+        raise_attributed(e, impl.plugin_name, hook_name)
 
 
 def raise_attributed(error: Exception, extension: str, hook: str) -> None:

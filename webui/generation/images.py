@@ -82,22 +82,21 @@ def expand_to_ratio(box: tuple[int, int, int, int], width: int, height: int, im_
     x1, y1, x2, y2 = box
     ratio_crop, ratio_proc = (x2 - x1) / (y2 - y1), width / height
     if ratio_crop > ratio_proc:
-        desired_h = (x2 - x1) / ratio_proc
-        diff = int(desired_h - (y2 - y1)) // 2
-        y1, y2 = y1 - diff, y2 + diff + int(desired_h - (y2 - y1)) % 2
-        if y2 >= im_h:
-            y1, y2 = y1 - (y2 - im_h), im_h
-        if y1 < 0:
-            y2, y1 = min(y2 - y1, im_h), 0
+        y1, y2 = _grow(y1, y2, (x2 - x1) / ratio_proc, im_h)
     else:
-        desired_w = (y2 - y1) * ratio_proc
-        diff = int(desired_w - (x2 - x1)) // 2
-        x1, x2 = x1 - diff, x2 + diff + int(desired_w - (x2 - x1)) % 2
-        if x2 >= im_w:
-            x1, x2 = x1 - (x2 - im_w), im_w
-        if x1 < 0:
-            x2, x1 = min(x2 - x1, im_w), 0
+        x1, x2 = _grow(x1, x2, (y2 - y1) * ratio_proc, im_w)
     return x1, y1, x2, y2
+
+
+def _grow(lo: int, hi: int, desired: float, limit: int) -> tuple[int, int]:
+    """Widen [lo, hi) around its centre to `desired`, shifted back inside [0, limit)."""
+    diff = int(desired - (hi - lo)) // 2
+    lo, hi = lo - diff, hi + diff + int(desired - (hi - lo)) % 2
+    if hi >= limit:
+        lo, hi = lo - (hi - limit), limit
+    if lo < 0:
+        hi, lo = min(hi - lo, limit), 0
+    return lo, hi
 
 
 @dataclass
