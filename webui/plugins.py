@@ -68,6 +68,8 @@ class Plugins:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
+        # historic: pluggy replays this call to every plugin registered later, once each
+        self.pm.hook.addhooks.call_historic(kwargs={"pluginmanager": self.pm})
         self.sources: dict[str, str] = {}
         self.versions: dict[str, str] = {}
         self.failures: list[PluginFailure] = []
@@ -123,7 +125,6 @@ class Plugins:
             raise
         self.sources[name] = source
         self.versions[name] = version
-        self.pm.hook.addhooks.call_historic(kwargs={"pluginmanager": self.pm})
 
     def unregister(self, name: str) -> None:
         self.pm.unregister(name=name)

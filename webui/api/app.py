@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+
 import fastapi
 import pydantic
 
