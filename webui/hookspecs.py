@@ -79,10 +79,19 @@ def select_model(request: GenerationRequest, manager: ModelManager) -> LoadedMod
     `request.checkpoint`). First non-None result wins; with none, the manager's default model."""
 
 
+@hookspec(firstresult=True)
+def job_pipeline(pipeline: DiffusionPipeline, request: GenerationRequest, model: LoadedModel) -> DiffusionPipeline | None:
+    """Replace the pipeline this job runs, e.g. `StableDiffusionControlNetPipeline.from_pipe(pipeline,
+    controlnet=...)`. Called once per job after the engine built `pipeline` (the mode's class, this job's
+    scheduler) and before `prepare_pipeline`. First non-None result wins; build it with `from_pipe` so
+    the weights stay shared, and keep the scheduler."""
+
+
 @hookspec
 def model_defaults(model: LoadedModel) -> dict[str, Any] | None:
     """Settings the UI and API apply when the user has not set them, for this model: e.g. width/height
-    1024 for SDXL, or steps/cfg_scale/sampler for Turbo. Results are merged in call order."""
+    1024 for SDXL, or steps/cfg_scale/sampler for Turbo. Results are merged; where two extensions set
+    the same key, the one called first (registered last) wins, so a third party overrides a built-in."""
 
 
 @hookspec

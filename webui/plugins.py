@@ -100,7 +100,7 @@ class Plugins:
 
         if builtins:
             for name in filter(wanted, BUILTIN_PLUGINS):
-                self._guarded(name, "built-in", lambda name=name: importlib.import_module(f"extensions.{name}"), __version__)
+                self._guarded(name, "built-in", lambda name=name: importlib.import_module(f"extensions.{name}"), None)
         if entry_points_too:
             for ep in entry_points(group=ENTRY_POINT_GROUP):
                 if wanted(ep.name) and ep.name not in self.sources:
@@ -120,6 +120,10 @@ class Plugins:
         self.pm.register(plugin, name=name)
         try:
             self.pm.check_pending()
+            for impl in self.pm.hook.prepare_pipeline.get_hookimpls():
+                if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                    raise pluggy.PluginValidationError(
+                        plugin, f"{name}: prepare_pipeline must be @hookimpl(wrapper=True) (patch, yield, undo)")
         except pluggy.PluginValidationError:
             self.pm.unregister(name=name)
             raise
@@ -134,7 +138,9 @@ class Plugins:
     def _guarded(self, name: str, source: str, load: Callable[[], Any], version: str | None) -> None:
         try:
             plugin = load()
-            self.register(plugin, name, source, version if version is not None else getattr(plugin, "__version__", ""))
+            if version is None:
+                version = getattr(plugin, "__version__", "") or (__version__ if source == "built-in" else "")
+            self.register(plugin, name, source, version)
         except Exception as e:  # an extension's bug must not stop Easel
             tb = traceback.format_exc()
             self.failures.append(PluginFailure(name, source, f"{type(e).__name__}: {e}", tb))
@@ -201,22 +207,29 @@ class Plugins:
         return [i for i in reversed(impls) if not (i.hookwrapper or i.wrapper)]
 
     def culprit(self, tb: TracebackType | None) -> str | None:
-        """The extension whose code raised, found by walking the traceback (innermost first)."""
-        modules = {}
+        """The extension whose code raised, found by walking the traceback (innermost first): a frame of
+        a hook implementation's own code first, else a frame in an extension's module."""
+        codes, modules = {}, {}
         for name, plugin in self.pm.list_name_plugin():
+            for caller in self.pm.get_hookcallers(plugin) or ():
+                for impl in caller.get_hookimpls():
+                    if impl.plugin is plugin:
+                        codes[getattr(impl.function, "__code__", None)] = name
             mod = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
-            modules[mod] = name
+            modules.setdefault(mod, name)
         frames = []
         while tb is not None:
             frames.append(tb.tb_frame)
             tb = tb.tb_next
+        for frame in reversed(frames):
+            if frame.f_code in codes:
+                return codes[frame.f_code]
         for frame in reversed(frames):
             module = frame.f_globals.get("__name__", "")
             for mod, name in modules.items():
                 if module == mod or module.startswith(mod + "."):
                     return name
         return None
-
 
 def _call(impl, hook_name: str, kwargs: dict) -> Any:
     """One implementation with only the arguments it names (pluggy's rule), errors attributed."""

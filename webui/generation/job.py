@@ -1,6 +1,6 @@
 """One job from request to saved images, with the extension hooks at their documented points:
 
-select_model -> before_generate -> validate -> [prepare_pipeline wrappers around: pipeline_kwargs,
+select_model -> before_generate -> validate -> job_pipeline -> [prepare_pipeline wrappers around: pipeline_kwargs,
 per batch: denoise (step_end each step) -> after_denoising -> decode -> postprocess_image ->
 infotext (infotext_params) -> before_image_saved -> save -> image_saved]."""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 NAN_ADVICE = ("This can happen in float16/bfloat16 when the values overflow: run with --precision float32, "
               "or use an fp16-fix VAE for SDXL.")
+INFOTEXT_KEY = re.compile(r"\w[\w \-/]+")  # what A1111's infotext parser reads back as a key
 RESERVED_KWARGS = {"latents", "generator", "callback_on_step_end", "callback_on_step_end_tensor_inputs", "output_type"}
 
 
@@ -65,7 +67,7 @@ class Job:
         plugins.call_each("before_generate", request=req, model=loaded)
         if req.width is None or req.height is None:
             defaults: dict = {}
-            for _, d in plugins.call_each("model_defaults", model=loaded):
+            for _, d in reversed(plugins.call_each("model_defaults", model=loaded)):  # first in call order wins
                 defaults.update(d)
             req.width = req.width or defaults.get("width")
             req.height = req.height or defaults.get("height")
@@ -90,6 +92,7 @@ class Job:
                                "raise one of them")
         pipe = job_pipeline(loaded.pipeline, loaded.family, self.way.pipeline_mode,
                             self._scheduler(self.seeds.seeds[: req.batch_size]))
+        pipe = plugins.first("job_pipeline", pipeline=pipe, request=req, model=loaded) or pipe
         pipe.set_progress_bar_config(disable=True)  # progress goes to the listener
         self.inputs = modes.prepare_inputs(req, self.way, pipe)
         self.notices += self.inputs.notices
@@ -141,7 +144,12 @@ class Job:
         extra = self._extension_kwargs(pipe)
         cond = encode_prompts(pipe, [self.prompt] * req.batch_size, [self.negative] * req.batch_size, req.clip_skip)
         info_extra: dict = {}
-        for _, params in self.plugins.call_each("infotext_params", request=req, model=self.model, manager=self.manager):
+        for name, params in self.plugins.call_each("infotext_params", request=req, model=self.model,
+                                                   manager=self.manager):
+            bad = [k for k in params if not INFOTEXT_KEY.fullmatch(str(k))]
+            if bad:
+                raise_attributed(ValueError(f"infotext keys {bad} cannot be read back (letters, digits, spaces, - /)"),
+                                 name, "infotext_params")
             info_extra.update(params)
         clock = StepClock(req.batch_count * max(int(req.steps * self.strength), 1))
         for batch in range(req.batch_count):
@@ -154,6 +162,10 @@ class Job:
                 pipe.scheduler = self._scheduler(seeds)  # fresh state: SDE noise trees, solver history
             kwargs = self._call_kwargs(pipe, seeds, subseeds, cond.prompt_embeds.dtype)
             kwargs.update(_cond_kwargs(cond))
+            overlap = extra.keys() & kwargs.keys()
+            if overlap:  # Easel sets these from the request; a silent override would lie in the infotext
+                raise ExtensionConflict(f"extensions may not override the pipeline arguments {sorted(overlap)} "
+                                        f"that Easel sets from the request (set by {sorted({self._kw_owner[k] for k in overlap})})")
             kwargs.update(extra)
             kwargs["callback_on_step_end"] = self._step_callback(clock, batch)
             kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
@@ -181,6 +193,7 @@ class Job:
                 if key in RESERVED_KWARGS:
                     raise ExtensionConflict(f"extension {name!r} may not set the pipeline argument {key!r}")
                 owner[key], merged[key] = name, value
+        self._kw_owner = owner
         return merged
 
     def _scheduler(self, seeds: list[int]):

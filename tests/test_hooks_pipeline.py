@@ -1,0 +1,69 @@
+"""Hooks that shape the job's pipeline: job_pipeline, the wrapper rule for prepare_pipeline, and which
+extension wins model defaults and pipeline arguments."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine_helpers import pixels
+from test_hooks import baseline, engine, run, use  # noqa: F401 (fixtures)
+from webui import hookimpl
+from webui.generation.job import ExtensionConflict
+
+
+def test_job_pipeline_swaps_the_pipeline_class_over_the_same_weights(engine, use, baseline):
+    import diffusers
+
+    class Marked(diffusers.StableDiffusionPipeline):
+        """A subclass standing in for e.g. a ControlNet pipeline."""
+
+    seen = []
+
+    class Swap:
+        @hookimpl
+        def job_pipeline(self, pipeline, request, model):
+            assert pipeline.unet is model.pipeline.unet  # the engine's pipeline shares the cached weights
+            return Marked.from_pipe(pipeline)
+
+        @hookimpl
+        def step_end(self, state):
+            seen.append(type(state.pipeline))
+
+    use(Swap())
+    result = run(engine)
+    assert seen and set(seen) == {Marked}
+    assert (pixels(result.images[0].image) == baseline).all()  # same weights, same scheduler, same picture
+
+
+def test_a_plain_prepare_pipeline_is_refused_at_load(engine):
+    import pluggy
+
+    class NotAWrapper:
+        @hookimpl
+        def prepare_pipeline(self, pipeline):
+            pass
+
+    with pytest.raises(pluggy.PluginValidationError, match="wrapper=True"):
+        engine.plugins.register(NotAWrapper(), "not-a-wrapper")
+    assert "not-a-wrapper" not in dict(engine.plugins.pm.list_name_plugin())
+
+
+def test_model_defaults_of_a_later_extension_override_the_builtin(engine, use):
+    class Small:
+        @hookimpl
+        def model_defaults(self, model):
+            return {"width": 64, "height": 64}
+
+    use(Small())
+    assert run(engine, width=None, height=None).images[0].image.size == (64, 64)
+
+
+def test_pipeline_kwargs_may_not_override_what_easel_sets_from_the_request(engine, use):
+    class Sneaky:
+        @hookimpl
+        def pipeline_kwargs(self):
+            return {"num_inference_steps": 3}
+
+    use(Sneaky())
+    with pytest.raises(ExtensionConflict, match="num_inference_steps.*Sneaky"):
+        run(engine)
