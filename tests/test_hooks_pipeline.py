@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from engine_helpers import pixels
-from test_hooks import baseline, engine, run, use  # noqa: F401 (fixtures)
+from test_hooks import baseline, engine, request, run, use  # noqa: F401 (fixtures)
 from webui import hookimpl
 from webui.generation.job import ExtensionConflict
 
@@ -67,3 +67,21 @@ def test_pipeline_kwargs_may_not_override_what_easel_sets_from_the_request(engin
     use(Sneaky())
     with pytest.raises(ExtensionConflict, match="num_inference_steps.*Sneaky"):
         run(engine)
+
+
+def test_after_denoising_is_not_called_for_an_interrupted_batch(engine, use):
+    from webui.generation.progress import JobControl
+
+    calls = []
+
+    class Second:
+        @hookimpl
+        def after_denoising(self, latents):
+            calls.append(latents.shape)
+
+    use(Second())
+    run(engine)
+    assert len(calls) == 1
+    control = JobControl()
+    result = engine.generate(request(), listener=lambda event: control.interrupt(), control=control)
+    assert result.interrupted and len(result.images) == 1 and len(calls) == 1

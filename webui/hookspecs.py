@@ -137,7 +137,7 @@ def after_denoising(latents: torch.Tensor, request: GenerationRequest, model: Lo
                     manager: ModelManager, seeds: list[int]) -> torch.Tensor | None:
     """Latents of one batch after the denoising loop, before decoding (`seeds`: one per image); return
     new latents (e.g. an SDXL refiner continuing the base run) or None. Chained: each extension sees
-    the previous one's result."""
+    the previous one's result. Not called for a batch that was interrupted."""
 
 
 @hookspec

@@ -7,10 +7,14 @@ Per-request options live in `request.extensions["checkpoints"]`:
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
-from extensions.checkpoints.refiner import refine, refiner_kwargs
+from extensions.checkpoints.refiner import DEFAULT_SWITCH_AT, check_refiner, refine, refiner_kwargs, switch_at
 from webui import hookimpl
+
+log = logging.getLogger(__name__)
 
 NAME = "checkpoints"
 __version__ = "1.0"
@@ -22,15 +26,40 @@ VARIANT_DEFAULTS = {
 }
 
 
+HASH_QUERY = re.compile(r"[0-9a-fA-F]{8,64}")
+
+
 def options(request) -> dict[str, Any]:
     return request.extensions.get(NAME) or {}
+
+
+def vae_choice(request) -> str:
+    return request.override_settings.get("sd_vae") or options(request).get("vae") or "Automatic"
 
 
 @hookimpl
 def select_model(request, manager):
     name = request.override_settings.get("sd_model_checkpoint") or request.checkpoint
-    vae = request.override_settings.get("sd_vae") or options(request).get("vae") or "Automatic"
-    return manager.load(name, vae=vae)
+    model = manager.load(_by_hash(name, manager), vae=vae_choice(request))
+    check_refiner(options(request), model, manager)  # before the base run, not after it
+    return model
+
+
+def _by_hash(query, manager):
+    """A hash nobody has computed here yet (an A1111 infotext, an API client) is found by hashing the
+    files whose hash is still pending, once (hashes are cached by path, size and mtime)."""
+    if not isinstance(query, str) or not HASH_QUERY.fullmatch(query.strip()):
+        return query
+    try:
+        return manager.find(query)
+    except LookupError:
+        pending = [e for e in manager.checkpoints() if e.sha256 is None and e.format != "diffusers"]
+        if not pending:
+            raise
+        log.info("checkpoint hash %s not known yet: hashing %d file(s)", query, len(pending))
+        for entry in pending:
+            manager.registry.with_hash(entry)
+        return manager.find(query)
 
 
 @hookimpl
@@ -51,7 +80,7 @@ def after_denoising(latents, request, model, manager, seeds):
     opts = options(request)
     if not opts.get("refiner"):
         return None
-    return refine(latents, request, model, manager, seeds, opts)
+    return refine(latents, request, model, manager, seeds, opts, vae_choice(request))
 
 
 @hookimpl
@@ -69,7 +98,7 @@ def infotext_params(request, model, manager):
     if opts.get("refiner"):
         refiner = manager.find(opts["refiner"])
         params["Refiner"] = f"{refiner.model_name} [{manager.registry.with_hash(refiner).hash10}]"
-        params["Refiner switch at"] = float(opts.get("switch_at", 0.8))
+        params["Refiner switch at"] = switch_at(opts)
     return params
 
 
@@ -84,4 +113,4 @@ def infotext_pasted(params, request):
         opts["vae"] = params.pop("VAE")
     if "Refiner" in params:
         opts["refiner"] = params.pop("Refiner").rsplit(" [", 1)[0]
-        opts["switch_at"] = float(params.pop("Refiner switch at", 0.8))
+        opts["switch_at"] = float(params.pop("Refiner switch at", DEFAULT_SWITCH_AT))

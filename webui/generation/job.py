@@ -86,7 +86,8 @@ class Job:
         self.way = route(loaded.family, req.mode)
         if req.subseed_strength > 0 and not (req.mode is Mode.TXT2IMG and self.way.pipeline_mode == "txt2img"):
             raise RequestError("variation seeds (subseed strength > 0) work in txt2img only for now")
-        self.strength = 1.0 if self.way.from_noise else req.denoising_strength
+        txt2img = self.way.from_noise or self.way.pipeline_mode == "txt2img"
+        self.strength = 1.0 if txt2img else req.denoising_strength
         if self.way.pipeline_mode != "txt2img" and int(req.steps * self.strength) < 1:
             raise RequestError(f"denoising strength {self.strength} x {req.steps} steps leaves no step to run; "
                                "raise one of them")
@@ -173,8 +174,9 @@ class Job:
             if self.control.skipped:
                 self.control.clear_skip()
                 continue
-            latents = self.plugins.chain("after_denoising", "latents", latents, request=req, model=self.model,
-                                         manager=self.manager, seeds=seeds)
+            if not self.control.interrupted:  # A1111 skips its second passes (refiner, hires) on interrupt too
+                latents = self.plugins.chain("after_denoising", "latents", latents, request=req, model=self.model,
+                                             manager=self.manager, seeds=seeds)
             for i, image in enumerate(self._decode(latents)):
                 image = self.plugins.chain("postprocess_image", "image", self.inputs.finish(image), request=req)
                 info = infotext_for(req, seeds[i], subseeds[i], info_extra)
