@@ -25,10 +25,8 @@ def square_mask(size: int = 64, lo: int = 16, hi: int = 48) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def make_engine(data_dir, checkpoints: dict, **options):
-    """An Engine (built-in extensions) over a data dir whose checkpoint folder links `{name: file}`."""
-    from webui.generation.engine import Engine, EngineOptions
-    from webui.models.manager import ModelManager
+def linked_paths(data_dir, checkpoints: dict):
+    """A data dir whose checkpoint folder links `{file name: checkpoint path}`."""
     from webui.settings import Paths
 
     paths = Paths.from_flags(data_dir=data_dir)
@@ -36,4 +34,12 @@ def make_engine(data_dir, checkpoints: dict, **options):
     folder.mkdir(parents=True, exist_ok=True)
     for name, path in checkpoints.items():
         (folder / name).symlink_to(path)
-    return Engine(ModelManager(paths), EngineOptions(**options))
+    return paths
+
+
+def make_engine(data_dir, checkpoints: dict, **options):
+    """An Engine (built-in extensions) over a data dir whose checkpoint folder links `{name: file}`."""
+    from webui.generation.engine import Engine, EngineOptions
+    from webui.models.manager import ModelManager
+
+    return Engine(ModelManager(linked_paths(data_dir, checkpoints)), EngineOptions(**options))

@@ -10,7 +10,7 @@ import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from engine_helpers import pixels
+from engine_helpers import linked_paths, pixels
 from webui import hookimpl
 from webui.generation.engine import Engine
 from webui.generation.infotext import read_infotext
@@ -21,15 +21,12 @@ from webui.generation.request import GenerationRequest
 from webui.hooktypes import ExtraNetworkType
 from webui.models.manager import LoadedModel, ModelManager
 from webui.plugins import ExtensionError, Plugins
-from webui.settings import Paths
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint, tmp_path_factory) -> Engine:
-    paths = Paths.from_flags(data_dir=tmp_path_factory.mktemp("hooks-data"))
-    paths.folder("checkpoints").mkdir(parents=True)
-    for name in ("tiny", "other"):
-        (paths.folder("checkpoints") / f"{name}.safetensors").symlink_to(tiny_checkpoint("sd1"))
+    sd1 = tiny_checkpoint("sd1")
+    paths = linked_paths(tmp_path_factory.mktemp("hooks-data"), {"tiny.safetensors": sd1, "other.safetensors": sd1})
     return Engine(ModelManager(paths, plugins=Plugins.builtin()))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from engine_helpers import linked_paths
 from webui import hookimpl
 from webui.generation.engine import Engine, EngineOptions
 from webui.generation.request import GenerationRequest
@@ -65,10 +66,8 @@ def write_drop_ins(data_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def paths(tiny_checkpoint, tmp_path_factory) -> Paths:
-    paths = Paths.from_flags(data_dir=tmp_path_factory.mktemp("loading-data"))
-    paths.folder("checkpoints").mkdir(parents=True)
-    for name in ("tiny", "other"):
-        (paths.folder("checkpoints") / f"{name}.safetensors").symlink_to(tiny_checkpoint("sd1"))
+    sd1 = tiny_checkpoint("sd1")
+    paths = linked_paths(tmp_path_factory.mktemp("loading-data"), {"tiny.safetensors": sd1, "other.safetensors": sd1})
     write_drop_ins(paths.data_dir)
     return paths
 
