@@ -259,3 +259,30 @@ def test_vae_per_request_changes_pixels_and_is_recorded(engine, data):
     assert "VAE" not in settings_line(own) and "VAE hash" not in settings_line(none)
     pasted = request_from_infotext(chosen.infotexts[0], engine.plugins).request
     assert pasted.extensions["checkpoints"] == {"vae": "other.safetensors"}
+
+
+def test_a_refiner_loaded_during_a_job_does_not_evict_the_jobs_base_model(data):
+    """With a RAM budget that holds one model, the refiner's load must not unload the base mid-job."""
+    from webui import hookimpl
+    from webui.settings import RuntimeSettings
+
+    events: list[tuple[str, str]] = []
+
+    class Watch:
+        @hookimpl
+        def model_loaded(self, model):
+            events.append(("loaded", model.entry.name))
+
+        @hookimpl
+        def model_unloaded(self, model):
+            events.append(("unloaded", model.entry.name))
+
+    plugins = Plugins.builtin()
+    plugins.register(Watch(), "watch")
+    manager = ModelManager(data, RuntimeSettings(ram_budget=1), plugins=plugins)
+    engine = Engine(manager, EngineOptions(save_images=False), plugins)
+    engine.generate(request(BASE, steps=4, extensions=REFINE))
+    assert events == [("loaded", f"{BASE}.safetensors"), ("loaded", f"{REFINER}.safetensors")]
+    events.clear()
+    engine.generate(request(BASE, steps=4, extensions=REFINE))  # the base was kept: no reload
+    assert ("loaded", f"{BASE}.safetensors") not in events

@@ -64,6 +64,11 @@ class Job:
         loaded = self._guard("select_model", lambda: plugins.first("select_model", request=req, manager=self.manager))
         loaded = loaded or self.manager.load(None)
         self.model = loaded
+        with self.manager.in_use(loaded):  # a model loaded during the job (a refiner) must not evict this one
+            return self._run_on(loaded)
+
+    def _run_on(self, loaded: LoadedModel) -> GenerationResult:
+        plugins, req = self.plugins, self.request
         plugins.call_each("before_generate", request=req, model=loaded)
         if req.width is None or req.height is None:
             defaults: dict = {}

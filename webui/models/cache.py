@@ -6,10 +6,10 @@ memory back. On CUDA, `--medvram`/`--lowvram` map to diffusers' model / sequenti
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Hashable
 
@@ -32,6 +32,7 @@ class ModelCache:
                  on_evict: Callable[[CachedModel], None] | None = None):
         """`on_evict(model)` runs before a model's pipeline is dropped (the manager tells extensions)."""
         self.on_evict = on_evict
+        self._pins: Counter = Counter()
         self.ram_budget = ram_budget or total_ram() // 2
         self.device = device
         self.offload = offload
@@ -66,12 +67,25 @@ class ModelCache:
         self._place(model)
         return model
 
+    @contextmanager
+    def pinned(self, key: Hashable) -> Iterator[None]:
+        """Keep `key` loaded while a job uses it: budget eviction skips pinned models (the budget may be
+        exceeded for the job's duration, rather than unloading weights still in use and reloading them)."""
+        self._pins[key] += 1
+        try:
+            yield
+        finally:
+            self._pins[key] -= 1
+            if self._pins[key] <= 0:
+                del self._pins[key]
+
     def make_room(self, nbytes: int) -> None:
         """Evict least recently used models until `nbytes` more fit, before loading (no double peak)."""
         for key in list(self._models):
             if self.total_bytes + nbytes <= self.ram_budget:
                 break
-            self.evict(key)
+            if key not in self._pins:
+                self.evict(key)
 
     def evict(self, key: Hashable) -> None:
         model = self._models.pop(key, None)
@@ -95,7 +109,7 @@ class ModelCache:
         for key in list(self._models):
             if self.total_bytes <= self.ram_budget:
                 break
-            if key != keep:
+            if key != keep and key not in self._pins:
                 self.evict(key)
 
     def _place(self, model: CachedModel) -> None:

@@ -125,6 +125,10 @@ class ModelManager:
             atomic_write_bytes(folder / "vae" / "config.json", raw.encode())
         return folder
 
+    def in_use(self, model: LoadedModel):
+        """`with manager.in_use(model):` keeps the model from budget eviction (a job holding it)."""
+        return self.cache.pinned(self._key(model.entry))
+
     def unload(self, entry: CheckpointEntry) -> None:
         self.cache.evict(self._key(entry))
 
