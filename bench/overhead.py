@@ -82,16 +82,9 @@ def measure(model: str, args) -> tuple[float, float]:
     return statistics.median(times["raw"]), statistics.median(times["engine"])
 
 
-def quiet() -> None:
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-
-
 def main() -> None:
+    from webui.cli import quiet_libraries
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="tiny,sd15")
     p.add_argument("--size", type=int, default=256)
@@ -102,7 +95,7 @@ def main() -> None:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--dir", default="/tmp/easel-bench-overhead")
     args = p.parse_args()
-    quiet()
+    quiet_libraries()
     print(f"device={args.device} dtype={args.dtype} size={args.size} steps={args.steps} sampler={args.sampler} "
           f"reps={args.reps} torch={torch.__version__} threads={torch.get_num_threads()}")
     print(f"{'model':8} {'raw s':>8} {'engine s':>9} {'ratio':>6}")

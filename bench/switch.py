@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.load import current_rss, fault_in, make_random_checkpoint, peak_rss  # noqa: E402
-from bench.overhead import quiet  # noqa: E402
+from webui.cli import quiet_libraries  # noqa: E402
 
 GB = 1e9
 
@@ -248,7 +248,7 @@ def main() -> None:
     p.add_argument("--skip-switch", action="store_true")
     p.add_argument("--skip-plugins", action="store_true")
     args = p.parse_args()
-    quiet()
+    quiet_libraries()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     if not args.skip_switch:
         switch_part(args)

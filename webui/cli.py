@@ -72,7 +72,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """diffusers/transformers warnings and progress bars speak to developers; users get Easel's log."""
     import diffusers
     import transformers
@@ -86,7 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from webui.models.manager import ModelManager
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    _quiet_libraries()
+    quiet_libraries()
     paths = _paths(args)
     plugins = _plugins(args, paths)
     for f in plugins.failures:
@@ -139,7 +139,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from webui.generate_command import run_generate
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _quiet_libraries()
+    quiet_libraries()
     paths = _paths(args)
     return run_generate(args, paths, _runtime(args), _plugins(args, paths))
 

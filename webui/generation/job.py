@@ -61,8 +61,7 @@ class Job:
 
     def run(self) -> GenerationResult:
         plugins, req = self.plugins, self.request
-        loaded = self._guard("select_model", lambda: plugins.first("select_model", request=req, manager=self.manager))
-        loaded = loaded or self.manager.load(None)
+        loaded = plugins.first("select_model", request=req, manager=self.manager) or self.manager.load(None)
         self.model = loaded
         with self.manager.in_use(loaded):  # a model loaded during the job (a refiner) must not evict this one
             return self._run_on(loaded)
@@ -102,8 +101,7 @@ class Job:
         pipe.set_progress_bar_config(disable=True)  # progress goes to the listener
         self.inputs = modes.prepare_inputs(req, self.way, pipe)
         self.notices += self.inputs.notices
-        self.result = GenerationResult(req, loaded, notices=self.notices, job_id=self.control.job_id,
-                                       extra_networks=[c for cs in req.extra_networks.values() for c in cs])
+        self.result = GenerationResult(req, loaded, notices=self.notices, job_id=self.control.job_id)
         self._run_wrapped(pipe)
         self.result.interrupted = self.control.interrupted
         return self.result
@@ -147,7 +145,7 @@ class Job:
 
     def _denoise(self, pipe) -> None:
         req = self.request
-        extra = self._extension_kwargs(pipe)
+        extra, owners = self._extension_kwargs(pipe)
         cond = encode_prompts(pipe, [self.prompt] * req.batch_size, [self.negative] * req.batch_size, req.clip_skip)
         info_extra: dict = {}
         for name, params in self.plugins.call_each("infotext_params", request=req, model=self.model,
@@ -171,7 +169,7 @@ class Job:
             overlap = extra.keys() & kwargs.keys()
             if overlap:  # Easel sets these from the request; a silent override would lie in the infotext
                 raise ExtensionConflict(f"extensions may not override the pipeline arguments {sorted(overlap)} "
-                                        f"that Easel sets from the request (set by {sorted({self._kw_owner[k] for k in overlap})})")
+                                        f"that Easel sets from the request (set by {sorted({owners[k] for k in overlap})})")
             kwargs.update(extra)
             kwargs["callback_on_step_end"] = self._step_callback(clock, batch)
             kwargs["callback_on_step_end_tensor_inputs"] = ["latents"]
@@ -189,7 +187,8 @@ class Job:
                 self.result.images.append(item)
                 self._save(item)
 
-    def _extension_kwargs(self, pipe) -> dict:
+    def _extension_kwargs(self, pipe) -> tuple[dict, dict[str, str]]:
+        """The merged extension arguments and which extension set each."""
         merged: dict = {}
         owner: dict[str, str] = {}
         for name, kwargs in self.plugins.call_each("pipeline_kwargs", pipeline=pipe, request=self.request):
@@ -200,8 +199,7 @@ class Job:
                 if key in RESERVED_KWARGS:
                     raise ExtensionConflict(f"extension {name!r} may not set the pipeline argument {key!r}")
                 owner[key], merged[key] = name, value
-        self._kw_owner = owner
-        return merged
+        return merged, owner
 
     def _scheduler(self, seeds: list[int]):
         req = self.request

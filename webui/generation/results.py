@@ -31,9 +31,13 @@ class GenerationResult:
     model: LoadedModel
     images: list[GeneratedImage] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
-    extra_networks: list[ExtraNetworkCall] = field(default_factory=list)
     interrupted: bool = False
     job_id: str = ""
+
+    @property
+    def extra_networks(self) -> list[ExtraNetworkCall]:
+        """The prompt's `<name:args>` calls that an extension handles, in tag-name order."""
+        return [call for calls in self.request.extra_networks.values() for call in calls]
 
     @property
     def seeds(self) -> list[int]:
