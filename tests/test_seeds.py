@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from webui.generation.seeds import image_noise, job_seeds, slerp
+from webui.generation.seeds import NoiseStream, cpu_generator, image_noise, job_seeds, slerp
 
 
 def test_noise_is_the_cpu_generators_first_draw_and_the_generator_continues():
@@ -44,3 +44,13 @@ def test_resize_seed_from_keeps_the_old_composition_in_the_middle():
     assert torch.equal(big[:, 4:12, 4:12], small)
     shrunk, _ = image_noise((4, 4, 4), seed=3, resize_from=(64, 64))
     assert torch.equal(shrunk, small[:, 2:6, 2:6])
+
+
+def test_noise_stream_keeps_the_variation_seed_in_step_over_several_draws():
+    """img2img draws the VAE sample before the noise: every draw mixes the same position of both seeds."""
+    plain, reference = NoiseStream(5), cpu_generator(5)
+    full, other = NoiseStream(5, 9, 1.0), NoiseStream(9)
+    for shape in [(4, 8, 8), (4, 8, 8), (4, 4, 4)]:
+        assert torch.equal(plain.randn(shape), torch.randn(shape, generator=reference))
+        assert torch.equal(full.randn(shape), other.randn(shape))  # strength 1 is exactly the variation seed's
+    assert torch.equal(torch.randn(3, generator=full.generator), torch.randn(3, generator=reference))

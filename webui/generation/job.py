@@ -16,16 +16,17 @@ import torch
 from PIL import Image
 
 from webui.generation import modes
+from webui.generation.noise_pipelines import NoiseStreamPipeline
 from webui.generation.params import infotext_for
 from webui.generation.pipelines import job_pipeline, route
 from webui.generation.progress import JobControl, Listener, ProgressEvent, StepClock
 from webui.generation.prompt_encoding import encode_prompts
 from webui.generation.prompt_parser import extract_extra_networks
-from webui.generation.request import GenerationRequest, Mode, RequestError
+from webui.generation.request import GenerationRequest, RequestError
 from webui.generation.results import GeneratedImage, GenerationResult, NansException
 from webui.generation.samplers import build_scheduler, find_schedule_type, split_sampler_name
 from webui.generation.saving import dated_folder, save_image
-from webui.generation.seeds import image_noise, job_seeds
+from webui.generation.seeds import NoiseStream, image_noise, job_seeds
 from webui.hooktypes import ImageSaveParams, StepState
 from webui.models.manager import LoadedModel
 from webui.models.vae import decode
@@ -88,8 +89,8 @@ class Job:
         self.negative, _ = extract_extra_networks(req.negative_prompt)
         self._group_networks(calls)
         self.way = route(loaded.family, req.mode)
-        if req.subseed_strength > 0 and not (req.mode is Mode.TXT2IMG and self.way.pipeline_mode == "txt2img"):
-            raise RequestError("variation seeds (subseed strength > 0) work in txt2img only for now")
+        # img2img/inpaint pipelines draw their noise themselves: variation seeds go in through noise streams
+        self.stream_noise = self.way.pipeline_mode != "txt2img" and _seed_variation(req)
         txt2img = self.way.from_noise or self.way.pipeline_mode == "txt2img"
         self.strength = 1.0 if txt2img else req.denoising_strength
         if self.way.pipeline_mode != "txt2img" and int(req.steps * self.strength) < 1:
@@ -218,7 +219,14 @@ class Job:
             # diffusers moves latents to the execution device; the dtype must be the model's (the embeddings')
             kwargs.update(latents=torch.stack(noises).to(dtype), height=req.height, width=req.width)
         else:
-            generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+            streams = [NoiseStream(s, sub, req.subseed_strength, (req.seed_resize_from_w, req.seed_resize_from_h))
+                       for s, sub in zip(seeds, subseeds)]
+            generators = [stream.generator for stream in streams]
+            if self.stream_noise:
+                if not isinstance(pipe, NoiseStreamPipeline):
+                    raise RequestError(f"variation seeds and 'resize seed from' in {req.mode.value} need Easel's "
+                                       f"own pipeline, but an extension runs this job on {type(pipe).__name__}")
+                pipe.noise_streams = streams
             kwargs.update(self.inputs.pipeline_kwargs(pipe, req, seeds, way))
         kwargs["generator"] = list(generators)
         if self.model.family.arch == "sdxl":
@@ -276,6 +284,14 @@ class Job:
             log.error(message)
             return
         self.plugins.call_each("image_saved", path=item.path, request=req)
+
+
+def _seed_variation(req: GenerationRequest) -> bool:
+    """Whether the initial noise differs from the plain seed's: a variation seed, or "resize seed from" another
+    latent size."""
+    w, h = req.seed_resize_from_w, req.seed_resize_from_h
+    resized = w > 0 and h > 0 and (w // 8, h // 8) != (req.width // 8, req.height // 8)
+    return req.subseed_strength > 0 or resized
 
 
 def _cond_kwargs(cond) -> dict:

@@ -6,7 +6,10 @@ job runs. Models whose native mode is not the requested one are driven the way A
 - inpainting checkpoints (9 input channels) run txt2img and img2img through the inpaint pipeline with
   a full mask (A1111 conditions them on an all-masked image the same way);
 - the SDXL refiner has no txt2img path in diffusers: txt2img starts img2img at strength 1 from a grey
-  image, which is the same as starting from pure noise."""
+  image, which is the same as starting from pure noise.
+
+img2img and inpaint jobs run `noise_pipelines`' subclasses of diffusers' pipelines, which take their
+random draws from the job's noise streams when it has variation seeds (else they are diffusers' own)."""
 
 from __future__ import annotations
 
@@ -14,16 +17,17 @@ from dataclasses import dataclass
 
 import diffusers
 
+from webui.generation import noise_pipelines
 from webui.generation.request import Mode
 from webui.models.families import Family
 
-_CLASSES = {
-    ("sd", "txt2img"): "StableDiffusionPipeline",
-    ("sd", "img2img"): "StableDiffusionImg2ImgPipeline",
-    ("sd", "inpaint"): "StableDiffusionInpaintPipeline",
-    ("sdxl", "txt2img"): "StableDiffusionXLPipeline",
-    ("sdxl", "img2img"): "StableDiffusionXLImg2ImgPipeline",
-    ("sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline",
+_CLASSES: dict[tuple[str, str], type[diffusers.DiffusionPipeline]] = {
+    ("sd", "txt2img"): diffusers.StableDiffusionPipeline,
+    ("sd", "img2img"): noise_pipelines.NoiseStreamImg2ImgPipeline,
+    ("sd", "inpaint"): noise_pipelines.NoiseStreamInpaintPipeline,
+    ("sdxl", "txt2img"): diffusers.StableDiffusionXLPipeline,
+    ("sdxl", "img2img"): noise_pipelines.NoiseStreamXLImg2ImgPipeline,
+    ("sdxl", "inpaint"): noise_pipelines.NoiseStreamXLInpaintPipeline,
 }
 
 
@@ -46,7 +50,7 @@ def route(family: Family, mode: Mode) -> Route:
 
 def pipeline_class(family: Family, pipeline_mode: str) -> type:
     kind = "sdxl" if family.arch == "sdxl" else "sd"
-    return getattr(diffusers, _CLASSES[(kind, pipeline_mode)])
+    return _CLASSES[(kind, pipeline_mode)]
 
 
 def job_pipeline(base, family: Family, pipeline_mode: str, scheduler):

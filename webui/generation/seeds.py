@@ -49,6 +49,44 @@ def slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     return (torch.sin((1.0 - val) * omega) / so).unsqueeze(1) * low + (torch.sin(val * omega) / so).unsqueeze(1) * high
 
 
+class NoiseStream:
+    """One image's random draws while its start latents are made, each taken as A1111 takes its first noise.
+
+    `randn` draws from the seed's `generator` (which the pipeline keeps sampling with afterwards) and
+    slerps in the same draw from the variation seed's own generator, kept in step. With "resize seed
+    from" (width, height in pixels; (0, 0) is off) the draw is made at the old latent size from fresh
+    seed/variation generators kept in step, and pasted centred into a full-size draw from `generator`.
+    With strength 0 and no resize, every draw is exactly the plain generator's."""
+
+    def __init__(self, seed: int, subseed: int = 0, strength: float = 0.0, resize_from: tuple[int, int] = (0, 0)):
+        self.generator = cpu_generator(seed)
+        self.strength = strength
+        self.resize_from = resize_from if resize_from[0] > 0 and resize_from[1] > 0 else None
+        self._sub = cpu_generator(subseed) if strength != 0 else None
+        self._old = cpu_generator(seed) if self.resize_from else None  # the seed's draws at the old size
+
+    def randn(self, shape: tuple[int, ...], dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The next (C, H, W) draw, on the CPU."""
+        old = shape if self.resize_from is None else (shape[0], self.resize_from[1] // 8, self.resize_from[0] // 8)
+        if old == tuple(shape):
+            return self._mix(torch.randn(shape, generator=self.generator, dtype=dtype))
+        noise = self._mix(torch.randn(old, generator=self._old, dtype=dtype))
+        x = torch.randn(shape, generator=self.generator, dtype=dtype)
+        dx, dy = (shape[2] - old[2]) // 2, (shape[1] - old[1]) // 2
+        w = old[2] if dx >= 0 else old[2] + 2 * dx
+        h = old[1] if dy >= 0 else old[1] + 2 * dy
+        tx, ty = max(dx, 0), max(dy, 0)
+        dx, dy = max(-dx, 0), max(-dy, 0)
+        x[:, ty : ty + h, tx : tx + w] = noise[:, dy : dy + h, dx : dx + w]
+        return x
+
+    def _mix(self, noise: torch.Tensor) -> torch.Tensor:
+        if self._sub is None:
+            return noise
+        sub = torch.randn(noise.shape, generator=self._sub, dtype=noise.dtype)
+        return slerp(self.strength, noise.float(), sub.float()).to(noise.dtype)
+
+
 def image_noise(
     shape: tuple[int, int, int],
     seed: int,
@@ -56,26 +94,6 @@ def image_noise(
     subseed_strength: float = 0.0,
     resize_from: tuple[int, int] = (0, 0),
 ) -> tuple[torch.Tensor, torch.Generator]:
-    """Initial latent noise (C, H, W) for one image and the generator to continue sampling with.
-
-    `resize_from` is A1111's "resize seed from" (width, height) in pixels; (0, 0) is off."""
-    generator = cpu_generator(seed)
-    from_w, from_h = resize_from
-    noise_shape = shape if from_w <= 0 or from_h <= 0 else (shape[0], from_h // 8, from_w // 8)
-    subnoise = torch.randn(noise_shape, generator=cpu_generator(subseed)) if subseed_strength != 0 else None
-    if noise_shape != shape:
-        noise = torch.randn(noise_shape, generator=cpu_generator(seed))
-    else:
-        noise = torch.randn(shape, generator=generator)
-    if subnoise is not None:
-        noise = slerp(subseed_strength, noise, subnoise)
-    if noise_shape != shape:
-        x = torch.randn(shape, generator=generator)
-        dx, dy = (shape[2] - noise_shape[2]) // 2, (shape[1] - noise_shape[1]) // 2
-        w = noise_shape[2] if dx >= 0 else noise_shape[2] + 2 * dx
-        h = noise_shape[1] if dy >= 0 else noise_shape[1] + 2 * dy
-        tx, ty = max(dx, 0), max(dy, 0)
-        dx, dy = max(-dx, 0), max(-dy, 0)
-        x[:, ty : ty + h, tx : tx + w] = noise[:, dy : dy + h, dx : dx + w]
-        noise = x
-    return noise, generator
+    """Initial latent noise (C, H, W) for one image and the generator to continue sampling with."""
+    stream = NoiseStream(seed, subseed, subseed_strength, resize_from)
+    return stream.randn(shape), stream.generator
