@@ -6,8 +6,11 @@ the hooks in `webui/hookspecs.py` (see `job.py` for where each one runs)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from webui.generation.job import Job
 from webui.generation.previews import Previewer
@@ -37,6 +40,8 @@ class Engine:
         self.plugins = plugins or manager.plugins or Plugins.builtin()
         self.queue = JobQueue()
         self.previewer = Previewer(manager.paths.folder("vae_approx"))
+        self.settings: dict[str, Any] = {}  # saved extension settings; a request's override_settings win
+
 
     def generate(
         self,
@@ -48,5 +53,13 @@ class Engine:
         `PromptError`, `CheckpointError`, `LookupError`, `NansException` or `ExtensionError` (naming the
         extension); the caller's request is never modified and patches are always undone."""
         control = control or JobControl()
+        if self.settings:
+            request = replace(request, override_settings={**self.settings, **request.override_settings})
         with self.queue.slot(control):
             return Job(self, request, listener or (lambda event: None), control).run()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Wait for the queue and hold it: for work that must not overlap a job (loading a model)."""
+        with self.queue.slot(JobControl()):
+            yield

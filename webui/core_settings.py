@@ -1,0 +1,38 @@
+"""Easel's own settings (A1111's keys), and how saved settings reach the engine without a restart.
+
+Extensions declare theirs with `register_settings`; all of them live in one `Config` (`config.json`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from webui.config import Config
+from webui.hooktypes import Setting
+
+CORE_SETTINGS = (
+    Setting("samples_save", True, "Always save all generated images", section="Saving images"),
+    Setting("samples_format", "png", "File format for images", section="Saving images", choices=("png", "jpg", "webp")),
+    Setting("CLIP_stop_at_last_layers", 1, "Clip skip", section="Stable Diffusion", minimum=1, maximum=12, step=1,
+            help="Use the output of an earlier text encoder layer (2 suits many anime models); SD1 only"),
+    Setting("show_progress_every_n_steps", 2, "Live preview every N sampling steps (0: no previews)",
+            section="Live previews", minimum=0, maximum=32, step=1),
+)
+CORE_KEYS = frozenset(s.key for s in CORE_SETTINGS)
+
+
+def apply_to_engine(config: Config, engine) -> None:
+    """Put the saved values where jobs read them: engine options (saving, previews) and
+    `engine.settings` (extension settings, which jobs see in `request.override_settings`)."""
+    engine.options = replace(
+        engine.options,
+        save_images=bool(config["samples_save"]),
+        samples_format=config["samples_format"],
+        preview_every=int(config["show_progress_every_n_steps"]),
+    )
+    engine.settings = {k: v for k, v in config.values.items() if k not in CORE_KEYS}
+
+
+def request_defaults(config: Config) -> dict[str, Any]:
+    """Request fields the UI takes from settings (A1111 keeps clip skip among its settings)."""
+    return {"clip_skip": int(config["CLIP_stop_at_last_layers"])}
