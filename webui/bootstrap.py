@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -16,7 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("EASEL_VENV", ROOT / ".venv")).resolve()
-MIN_PYTHON = (3, 11)  # diffusers 0.42 has no Python 3.10 release
+MIN_PYTHON = (3, 11)
+CHROMIUM = Path("/usr/bin/chromium")  # diffusers 0.42 has no Python 3.10 release
 
 
 def venv_python() -> Path:
@@ -54,11 +56,29 @@ def ensure_environment(extras: tuple[str, ...] = ()) -> Path:
     return venv_python()
 
 
+def ensure_browser() -> None:
+    """The browser tests drive Debian's chromium (never a browser downloaded by Playwright): install it
+    with apt-get when it is missing and this is root on Debian; otherwise say how."""
+    if CHROMIUM.exists() or not sys.platform.startswith("linux"):
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"easel: the browser tests need {CHROMIUM}: `sudo apt-get install chromium`", flush=True)
+        return
+    print("easel: installing Debian's chromium for the browser tests (apt-get)", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "chromium"]
+    if subprocess.run(install, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(install, env=env, stdout=subprocess.DEVNULL)
+
+
 def main(argv: list[str]) -> int:
     tests = "--tests" in argv
     skip_install = "--skip-install" in argv
     rest = [a for a in argv if a not in ("--tests", "--skip-install")]
     python = venv_python() if skip_install else ensure_environment(("test",) if tests else ())
+    if tests and not skip_install:
+        ensure_browser()
     module = ["-m", "pytest", *rest] if tests else ["-m", "webui.cli", "serve", *rest]
     os.chdir(ROOT)
     if os.name == "nt":  # no exec on Windows

@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import threading
 
 from webui import __version__
 from webui.settings import Paths, RuntimeSettings
@@ -83,20 +85,50 @@ def quiet_libraries() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from webui.config import Config
+    from webui.core_settings import CORE_SETTINGS, apply_to_engine
+    from webui.generation.engine import Engine
     from webui.models.manager import ModelManager
+    from webui.server import ServeError, ServeOptions, prepare, serve
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    options = ServeOptions(listen=args.listen, port=args.port, share=args.share, gradio_auth=args.gradio_auth,
+                           gradio_auth_path=args.gradio_auth_path, api_auth=args.api_auth,
+                           insecure_no_auth=args.insecure_no_auth, api=args.api or args.nowebui,
+                           nowebui=args.nowebui, theme=args.theme or "")
+    say = lambda text: print(text, flush=True)  # noqa: E731
+    try:
+        listening = prepare(options, say)
+    except ServeError as e:
+        print(f"easel serve: {e}", file=sys.stderr)
+        return 2
     quiet_libraries()
     paths = _paths(args)
     plugins = _plugins(args, paths)
     for f in plugins.failures:
         print(f"extension {f.name!r} failed to load and is disabled: {f.error}", file=sys.stderr)
-    manager = ModelManager(paths, _runtime(args), plugins)
-    loaded = manager.load()
-    host = "0.0.0.0" if args.listen else "127.0.0.1"
-    print(f"Easel {__version__}: model ready: {loaded.entry.title} ({loaded.family.name})")
-    print(f"The browser UI arrives with the UI issue; it will be served on http://{host}:{args.port}")
-    return 0
+    config = Config(paths.data_dir / "config.json", [*CORE_SETTINGS, *plugins.settings()])
+    engine = Engine(ModelManager(paths, _runtime(args), plugins), plugins=plugins)
+    apply_to_engine(config, engine)
+    config.on_change(lambda changed: apply_to_engine(config, engine))
+    preload = threading.Thread(target=_preload, args=(engine,), daemon=True, name="easel-preload")
+    preload.start()
+    say(f"Easel {__version__}")
+    code = serve(options, listening, engine, plugins, config, say)
+    if preload.is_alive():  # stopped while a model was loading: don't tear torch down under that thread
+        sys.stdout.flush()
+        os._exit(code)
+    return code
+
+
+def _preload(engine) -> None:
+    """Load the default model in the queue's turn while the page is already served."""
+    try:
+        with engine.exclusive():
+            loaded = engine.manager.load()
+        print(f"Model ready: {loaded.entry.title} ({loaded.family.name})", flush=True)
+    except Exception as e:  # the UI stays up: the user can pick another checkpoint
+        print(f"The default model did not load: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
 
 
 def _extension_flags(p: argparse.ArgumentParser) -> None:
@@ -152,7 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="start the web UI (default)")
     _path_flags(serve)
     serve.add_argument("--listen", action="store_true", help="listen on all interfaces, not only 127.0.0.1")
-    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--port", type=int, default=7860, help="7860 by default; a busy port moves to the next free one")
+    serve.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    serve.add_argument("--gradio-auth", metavar="USER:PASS[,USER2:PASS2]", help="require a login for the UI and API")
+    serve.add_argument("--gradio-auth-path", metavar="FILE", help="read USER:PASS pairs (per line or comma) from FILE")
+    serve.add_argument("--api-auth", metavar="USER:PASS[,...]", help="API credentials (default: the UI's)")
+    serve.add_argument("--insecure-no-auth", action="store_true",
+                       help="with --listen/--share, serve without a login (otherwise a password is generated)")
+    serve.add_argument("--api", action="store_true", help="serve the A1111 API (/sdapi/v1) beside the UI")
+    serve.add_argument("--nowebui", action="store_true", help="serve the API only, no UI")
+    serve.add_argument("--theme", choices=("light", "dark"), help="force a theme (default: follow the browser)")
     _runtime_flags(serve)
     _extension_flags(serve)
     serve.set_defaults(func=cmd_serve)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
     from PIL import Image
 
+    from webui.generation.engine import Engine
     from webui.generation.request import GenerationRequest
     from webui.hooktypes import ExtraNetworkType, ImageSaveParams, Route, Setting, StepState, UISection, UITab
     from webui.models.manager import LoadedModel, ModelManager
@@ -60,17 +61,29 @@ def register_routes(register: Callable[[Route], None]) -> None:
 
 
 @hookspec
-def ui_tabs(register: Callable[[UITab], None]) -> None:
+def ui_tabs(register: Callable[[UITab], None], engine: Engine) -> None:
     """Add whole tabs to the web UI: `register(UITab("hello", "Hello", build))`; `build()` makes the
-    Gradio components inside the tab."""
+    Gradio components inside the tab. `engine.manager` lists models; `with engine.exclusive():` runs
+    work that must not overlap a job."""
 
 
 @hookspec
-def ui_section(tab: str, register: Callable[[UISection], None]) -> None:
-    """Add a section to the "txt2img", "img2img" or "inpaint" tab (`tab` says which).
+def ui_section(tab: str, register: Callable[[UISection], None], engine: Engine) -> None:
+    """Add a section to the "txt2img", "img2img" or "inpaint" tab (`tab` says which). In the page,
+    inpaint is part of the img2img tab: a section registered for both appears there once.
 
     `register(UISection(name, title, build))`; `build()` returns {field: gradio component}; on
     Generate the values arrive as `request.extensions[name][field]`."""
+
+
+@hookspec
+def ui_top_bar(register: Callable[[UISection], None], engine: Engine) -> None:
+    """Add controls to the bar above the tabs (the built-in checkpoints extension puts the checkpoint
+    and VAE dropdowns there): `register(UISection(name, title, build))`.
+
+    `build()` returns {field: gradio component}; every tab's jobs get the values as
+    `request.extensions[name][field]`. When one changes, the UI loads the model they select
+    (`select_model`) and applies its `model_defaults` to the tabs."""
 
 
 @hookspec(firstresult=True)

@@ -2,8 +2,10 @@
 and the model keys of the infotext. It uses only the public hooks, like any third-party extension.
 
 Per-request options live in `request.extensions["checkpoints"]`:
-    {"vae": "Automatic" | "None" | "<file in models/VAE>", "refiner": "<checkpoint>", "switch_at": 0.8}
-`override_settings` keys `sd_model_checkpoint` and `sd_vae` (A1111's names) win over the request fields."""
+    {"checkpoint": "<name>", "vae": "Automatic" | "None" | "<file in models/VAE>", "refiner": "<checkpoint>",
+     "switch_at": 0.8}
+`override_settings` keys `sd_model_checkpoint` and `sd_vae` (A1111's names) win over the request fields;
+`request.checkpoint` wins over the "checkpoint" option (which the UI's top bar sets)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 
 from extensions.checkpoints.refiner import DEFAULT_SWITCH_AT, check_refiner, refine, refiner_kwargs, switch_at
 from webui import hookimpl
+from webui.hooktypes import UISection
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ def vae_choice(request) -> str:
 
 @hookimpl
 def select_model(request, manager):
-    name = request.override_settings.get("sd_model_checkpoint") or request.checkpoint
+    name = request.override_settings.get("sd_model_checkpoint") or request.checkpoint or options(request).get("checkpoint")
     model = manager.load(_by_hash(name, manager), vae=vae_choice(request))
     check_refiner(options(request), model, manager)  # before the base run, not after it
     return model
@@ -60,6 +63,16 @@ def _by_hash(query, manager):
         for entry in pending:
             manager.registry.with_hash(entry)
         return manager.find(query)
+
+
+@hookimpl
+def ui_top_bar(register, engine):
+    def build():
+        from extensions.checkpoints.top_bar import build as build_top_bar  # gradio only when a UI is built
+
+        return build_top_bar(engine)
+
+    register(UISection(NAME, "Checkpoint", build, open=True))
 
 
 @hookimpl

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Sequence
+from typing import Any
 
 import fastapi
 import pydantic
@@ -46,11 +48,12 @@ class ExtensionsJSON(pydantic.BaseModel):
     failures: list[FailureJSON]
 
 
-def create_app(engine: Engine, plugins: Plugins) -> fastapi.FastAPI:
+def create_app(engine: Engine, plugins: Plugins, dependencies: Sequence[Any] = ()) -> fastapi.FastAPI:
     """Easel's routes come first and extension routes last: Starlette tries routes in order, so an
     extension's path parameters (`/{rest:path}`) cannot shadow Easel's. Add new Easel routes (the
-    /sdapi/v1 API, the Gradio mount) before `add_extension_routes`."""
-    app = fastapi.FastAPI(title="Easel", version=__version__)
+    /sdapi/v1 API) before `add_extension_routes`; the Gradio UI is mounted after all of them.
+    `dependencies` apply to every route, extensions' included (the server's HTTP Basic auth)."""
+    app = fastapi.FastAPI(title="Easel", version=__version__, dependencies=list(dependencies))
     app.state.engine, app.state.plugins = engine, plugins
 
     def list_extensions() -> ExtensionsJSON:

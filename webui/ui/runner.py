@@ -1,0 +1,147 @@
+"""Runs a generation for the browser: the engine in a worker thread, progress streamed as it comes.
+
+`GenerationRunner.stream` is a generator of `Update`s (progress line, live preview, then the images);
+the Gradio layer turns each into component updates. Interrupt and skip reach the job of the browser
+session that pressed them, not whichever job happens to run."""
+
+from __future__ import annotations
+
+import html
+import queue
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from webui.generation.engine import Engine
+from webui.generation.infotext import image_bytes
+from webui.generation.progress import JobControl, ProgressEvent
+from webui.generation.request import GenerationRequest
+from webui.generation.results import GenerationResult
+from webui.fileio import atomic_write_bytes
+from webui.ui.form import refusal
+
+POLL_SECONDS = 0.1
+
+
+@dataclass
+class Update:
+    """One step of a run as the UI shows it. `images` is set once, at the end."""
+
+    progress: str  # HTML: the bar with step, ETA, queue position; or the outcome
+    preview: Image.Image | None = None
+    images: list[Path] | None = None  # PNGs with their infotext, for the gallery
+    infotexts: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    subseeds: list[int] = field(default_factory=list)
+    done: bool = False
+
+
+def progress_html(fraction: float, text: str, *, kind: str = "running") -> str:
+    pct = max(0.0, min(1.0, fraction)) * 100
+    return (f'<div class="easel-progress {kind}"><div class="easel-progress-bar" style="width:{pct:.1f}%"></div>'
+            f'<span class="easel-progress-text">{html.escape(text)}</span></div>')
+
+
+def message_html(text: str, *, kind: str = "error") -> str:
+    return f'<div class="easel-message {kind}">{html.escape(text)}</div>'
+
+
+def describe(event: ProgressEvent) -> str:
+    parts = [f"Step {event.step}/{event.steps}"]
+    if event.batches > 1:
+        parts.append(f"batch {event.batch + 1}/{event.batches}")
+    parts.append(f"{event.elapsed:.1f}s")
+    if event.eta is not None:
+        parts.append(f"ETA {event.eta:.0f}s")
+    return " · ".join(parts)
+
+
+class GenerationRunner:
+    def __init__(self, engine: Engine, temp_dir: Path):
+        self.engine = engine
+        self.temp_dir = temp_dir  # unsaved images are written here (PNG + infotext) for the gallery
+        self._controls: dict[str, JobControl] = {}
+        self._lock = threading.Lock()
+
+    def interrupt(self, session: str) -> None:
+        with self._lock:
+            control = self._controls.get(session)
+        if control is not None:
+            control.interrupt()
+
+    def skip(self, session: str) -> None:
+        with self._lock:
+            control = self._controls.get(session)
+        if control is not None:
+            control.skip()
+
+    def stream(self, request: GenerationRequest, session: str) -> Iterator[Update]:
+        control = JobControl()
+        events: queue.Queue = queue.Queue()
+        outcome: dict = {}
+
+        def work() -> None:
+            try:
+                outcome["result"] = self.engine.generate(request, events.put, control)
+            except Exception as e:  # every failure becomes a message; the server keeps serving
+                outcome["error"] = e
+            finally:
+                events.put(None)
+
+        with self._lock:
+            self._controls[session] = control
+        try:
+            threading.Thread(target=work, name=f"easel-job-{control.job_id[:8]}", daemon=True).start()
+            yield from self._progress(events, control)
+        finally:
+            with self._lock:
+                if self._controls.get(session) is control:
+                    del self._controls[session]
+        if "error" in outcome:
+            yield Update(message_html(refusal(outcome["error"])), done=True)
+            return
+        yield self._finished(outcome["result"])
+
+    def _progress(self, events: queue.Queue, control: JobControl) -> Iterator[Update]:
+        shown_wait = None
+        while True:
+            try:
+                event = events.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                ahead = self.engine.queue.position(control.job_id)
+                if ahead and ahead != shown_wait:
+                    shown_wait = ahead
+                    yield Update(progress_html(0, f"Waiting: {ahead} job{'s' if ahead > 1 else ''} ahead in the queue",
+                                               kind="waiting"))
+                continue
+            if event is None:
+                return
+            latest = event
+            while True:  # when steps outrun the browser, show only the newest
+                try:
+                    nxt = events.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    events.put(None)
+                    break
+                latest = ProgressEvent(**{**nxt.__dict__, "preview": nxt.preview or latest.preview})
+            yield Update(progress_html(latest.fraction, describe(latest)), preview=latest.preview)
+
+    def _finished(self, result: GenerationResult) -> Update:
+        paths = [item.path or self._temp_png(item.image, item.infotext) for item in result.images]
+        notes = list(result.notices)
+        if result.interrupted:
+            notes.insert(0, "Interrupted")
+        text = f"{len(paths)} image{'s' if len(paths) != 1 else ''}" + (f" · {' · '.join(notes)}" if notes else "")
+        return Update(message_html(text, kind="done"), images=paths, infotexts=result.infotexts,
+                      seeds=[i.seed for i in result.images], subseeds=[i.subseed for i in result.images], done=True)
+
+    def _temp_png(self, image: Image.Image, infotext: str) -> Path:
+        path = self.temp_dir / f"{uuid.uuid4().hex}.png"
+        atomic_write_bytes(path, image_bytes(image, infotext, "png"))
+        return path
