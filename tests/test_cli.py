@@ -18,9 +18,17 @@ def easel(*args, env=None, check=True):
 
 
 def test_serve_without_checkpoints_uses_the_demo_model(tmp_path):
-    out = easel("serve", "--data-dir", str(tmp_path))
-    assert "model ready: easel-demo-sd1.safetensors" in out.stdout
-    assert "draw noise" in out.stderr and "http://127.0.0.1:7860" in out.stdout
+    import httpx
+
+    from tests.ui_server import Server
+
+    server = Server(tmp_path)
+    try:
+        assert server.wait_for("Model ready: easel-demo-sd1.safetensors"), server.output
+        assert "draw noise" in server.output
+        assert httpx.get(server.url + "/", timeout=30).status_code == 200
+    finally:
+        assert server.stop() == 0
     assert not (tmp_path / "models" / "Stable-diffusion").exists() or not any((tmp_path / "models" / "Stable-diffusion").iterdir())
 
 
