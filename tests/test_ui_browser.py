@@ -132,15 +132,19 @@ def gallery_png(page, tab: str) -> Image.Image:
 
 
 def upload(page, selector: str, path: Path, tries: int = 3) -> None:
-    """Drop a file on an image editor; retried because the editor may re-mount its input while starting."""
+    """Upload through the editor's own Upload button, as a user does; retried because the editor may
+    re-mount while it starts."""
     for attempt in range(tries):
-        page.locator(f"{selector} input[type=file]").set_input_files(str(path))
+        with page.expect_file_chooser(timeout=LONG) as chooser:
+            page.locator(f"{selector} button[aria-label=Upload]").click()
+        chooser.value.set_files(str(path))
         try:
             page.wait_for_function(f"!document.querySelector('{selector}').innerText.includes('Upload an image')",
                                    timeout=15_000)
             return
         except Exception:
             if attempt == tries - 1:
+                shot(page, "upload-failed")
                 raise
 
 
@@ -179,13 +183,13 @@ def test_send_result_to_img2img_and_inpaint(page):
     page.click("#txt2img_generate")
     wait_result(page, "txt2img")
     page.click("#txt2img_send_to_img2img")
-    page.wait_for_function("document.querySelector('#img2img_prompt textarea').value === 'send me on'", timeout=LONG)
+    page.wait_for_function("document.querySelector('#img2img_prompt textarea')?.value === 'send me on'", timeout=LONG)
     page.wait_for_selector("#img2img_image img", timeout=LONG)
     assert page.locator("#img2img_seed input").input_value() == "99"
     page.get_by_role("tab", name="txt2img", exact=True).first.click()
     page.click("#txt2img_send_to_inpaint")
-    page.wait_for_function("!document.querySelector('#img2maskimg').innerText.includes('Upload an image')", timeout=LONG)
-    assert page.locator("#img2img_mask_blur").is_visible()  # inpaint options shown for the inpaint sub-tab
+    page.wait_for_function("document.querySelector('#img2maskimg') && !document.querySelector('#img2maskimg').innerText.includes('Upload an image')", timeout=LONG)
+    page.wait_for_selector("#img2img_mask_blur", state="visible", timeout=LONG)  # inpaint options shown
 
 
 def test_inpaint_a_painted_stroke(page, server, tmp_path):
@@ -229,7 +233,7 @@ def test_png_info_sends_every_field_to_txt2img(page, tmp_path):
     page.wait_for_function("document.querySelector('#pnginfo_html_info').innerText.includes('31337')", timeout=LONG)
     shot(page, "pnginfo")
     page.click("#pnginfo_send_to_txt2img")
-    page.wait_for_function("document.querySelector('#txt2img_prompt textarea').value === 'a lighthouse at dusk'",
+    page.wait_for_function("document.querySelector('#txt2img_prompt textarea')?.value === 'a lighthouse at dusk'",
                            timeout=LONG)
     value = lambda sel: page.locator(sel).first.input_value()  # noqa: E731
     assert value("#txt2img_neg_prompt textarea") == "blurry"
