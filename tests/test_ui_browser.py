@@ -6,7 +6,6 @@ Screenshots of each tab land in `test-artifacts/screenshots/`."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np

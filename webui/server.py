@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -106,26 +106,17 @@ def bind_socket(host: str, port: int, say: Callable[[str], None] = print) -> soc
     raise ServeError(f"ports {port}-{port + PORT_TRIES - 1} are all busy; pass --port")
 
 
-@dataclass
-class Announcer:
-    """Prints the URLs once the server answers, then tries the share link (never fatal)."""
-
-    local_url: str
-    share: bool
-    port: int
-    say: Callable[[str], None] = print
-    share_url: str | None = field(default=None, init=False)
-
-    def wait_and_announce(self, server) -> None:
-        while not server.started and not server.should_exit:
-            time.sleep(0.05)
-        if server.should_exit:
-            return
-        self.say(f"Running on local URL:  {self.local_url}")
-        if self.share:
-            self.share_url = open_share_link(self.port, self.say)
-            if self.share_url:
-                self.say(f"Running on public URL: {self.share_url}")
+def announce_when_ready(server, local_url: str, share_port: int | None, say: Callable[[str], None]) -> None:
+    """Print the local URL once uvicorn answers, then try the share link (never fatal)."""
+    while not server.started and not server.should_exit:
+        time.sleep(0.05)
+    if server.should_exit:
+        return
+    say(f"Running on local URL:  {local_url}")
+    if share_port is not None:
+        share_url = open_share_link(share_port, say)
+        if share_url:
+            say(f"Running on public URL: {share_url}")
 
 
 def open_share_link(port: int, say: Callable[[str], None]) -> str | None:
@@ -180,9 +171,9 @@ def serve(opts: ServeOptions, listening: Listening, engine, plugins, config, say
         if opts.api:
             say("Note: the A1111 API (/sdapi/v1) arrives with the REST API issue; /easel/v1 is served.")
         host_shown = "127.0.0.1" if opts.host == "0.0.0.0" else opts.host
-        announcer = Announcer(f"http://{host_shown}:{port}", opts.share, port, say)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))
-        threading.Thread(target=announcer.wait_and_announce, args=(server,), daemon=True).start()
+        threading.Thread(target=announce_when_ready, daemon=True,
+                         args=(server, f"http://{host_shown}:{port}", port if opts.share else None, say)).start()
         try:
             server.run(sockets=[sock])
         except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it handled, after a clean shutdown
@@ -200,7 +191,7 @@ def mount_ui(app, engine, plugins, config, opts: ServeOptions, credentials: Cred
     from webui.ui.theme import easel_theme
 
     ctx = UIContext(engine, plugins, config, GenerationRunner(engine, temp), local=not opts.exposed,
-                    theme=opts.theme, route_failures=tuple(app.state.route_failures))
+                    route_failures=tuple(app.state.route_failures))
     blocks = build_blocks(ctx)
     outputs = engine.options.outdir or engine.manager.paths.outputs_dir
     gr.mount_gradio_app(

@@ -13,7 +13,6 @@ batch-of-generators paths Easel uses (a list with one generator per image)."""
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from diffusers import (

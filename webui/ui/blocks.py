@@ -4,14 +4,13 @@ tabs extensions add (`ui_tabs`). Layout lives in the `*_tab.py` modules, behavio
 from __future__ import annotations
 
 import html
-import logging
 from pathlib import Path
 
 import gradio as gr
 
-from webui.hooktypes import UITab
 from webui.models.families import FAMILIES
 from webui.ui.context import UIContext
+from webui.ui.contributions import build_guarded, collect
 from webui.ui.events import wire_generation_tab, wire_send_to, wire_source_tabs
 from webui.ui.extensions_tab import build_extensions_tab
 from webui.ui.generate_tab import build_generation_tab
@@ -19,7 +18,6 @@ from webui.ui.pnginfo_tab import build_pnginfo_tab
 from webui.ui.settings_tab import build_settings_tab
 from webui.ui.top_bar import build_top_bar, wire_top_bar
 
-log = logging.getLogger(__name__)
 ASSETS = Path(__file__).parent / "assets"
 
 
@@ -68,19 +66,11 @@ def build_blocks(ctx: UIContext) -> gr.Blocks:
 
 def _extension_tabs(ctx: UIContext) -> list[str]:
     failures: list[str] = []
-    found: list[UITab] = []
-    try:
-        ctx.plugins.call_each("ui_tabs", register=found.append, engine=ctx.engine)
-    except Exception as e:
-        failures.append(str(e))
-    for t in found:
+    for t in collect(ctx.plugins, "ui_tabs", failures, engine=ctx.engine):
         with gr.Tab(t.title, id=t.name, elem_id=f"tab_{t.name}"):
-            try:
-                t.build()
-            except Exception as e:
-                failures.append(f"extension tab {t.name!r} failed to build: {type(e).__name__}: {e}")
-                log.exception("ui tab %r", t.name)
-                gr.Markdown(f"This tab failed to load: `{type(e).__name__}: {e}`")
+            _, error = build_guarded("extension tab", t.name, t.build, failures)
+            if error:
+                gr.Markdown(f"This tab failed to load: `{error}`")
     return failures
 
 

@@ -20,7 +20,6 @@ class UIContext:
     config: Config
     runner: GenerationRunner
     local: bool = True  # served on localhost only: local conveniences (open the output folder) are offered
-    theme: str = ""  # "" follows the browser; "light" | "dark" forces one
     route_failures: tuple[PluginFailure, ...] = ()
 
     @property

@@ -32,7 +32,7 @@ def info_html(infotext: str) -> str:
 
 def token_html(prompt: str) -> str:
     count, limit = count_tokens(prompt or "")
-    return f'<span class="{"over" if count > 75 and limit == 75 else ""}">{count}/{limit}</span>'
+    return f"<span>{count}/{limit}</span>"
 
 
 def field_updates(tab: GenerationTab, values: dict[str, Any]) -> dict[Any, Any]:

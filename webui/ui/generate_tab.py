@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,11 +12,10 @@ import gradio as gr
 
 from webui.generation.request import GenerationRequest, InpaintOptions
 from webui.generation.samplers import SAMPLERS, SCHEDULE_TYPES
-from webui.hooktypes import UISection
 from webui.plugins import Plugins
 from webui.ui import form
+from webui.ui.contributions import build_guarded, collect
 
-log = logging.getLogger(__name__)
 DEFAULTS = GenerationRequest()
 
 
@@ -141,30 +139,19 @@ def _inpaint_controls(tab: GenerationTab) -> None:
 
 
 def _extension_sections(tab: GenerationTab, plugins: Plugins, engine) -> list[str]:
-    """Each extension's `ui_section` for this tab (img2img also gets the "inpaint" ones) in an accordion.
-    A section whose build raises is left out and reported; the tab still works."""
+    """Each extension's `ui_section` for this tab (img2img also gets the "inpaint" ones) in an accordion."""
     failures: list[str] = []
     built_names: set[str] = set()  # a section registered for both img2img and inpaint appears once
     for hook_tab in ("txt2img",) if tab.name == "txt2img" else ("img2img", "inpaint"):
-        sections: list[UISection] = []
-        try:
-            plugins.call_each("ui_section", tab=hook_tab, register=sections.append, engine=engine)
-        except Exception as e:
-            failures.append(str(e))
-            log.error("ui_section for %s: %s", hook_tab, e)
-        for section in sections:
+        for section in collect(plugins, "ui_section", failures, tab=hook_tab, engine=engine):
             if section.name in built_names:
                 continue
             built_names.add(section.name)
             with gr.Accordion(section.title, open=section.open, elem_id=f"{tab.name}_{section.name}_section"):
-                try:
-                    built = section.build() or {}
-                except Exception as e:
-                    failures.append(f"extension section {section.name!r} failed to build: {type(e).__name__}: {e}")
-                    log.exception("ui section %r", section.name)
-                    gr.Markdown(f"This section failed to load: `{type(e).__name__}: {e}`")
-                    continue
-            tab.fields.update({form.ext_key(section.name, k): c for k, c in built.items()})
+                built, error = build_guarded("extension section", section.name, section.build, failures)
+                if error:
+                    gr.Markdown(f"This section failed to load: `{error}`")
+            tab.fields.update({form.ext_key(section.name, k): c for k, c in (built or {}).items()})
     return failures
 
 

@@ -3,7 +3,6 @@ them to a generation tab. Every extension gets its keys back through `infotext_p
 
 from __future__ import annotations
 
-import html
 
 import gradio as gr
 from PIL import Image, UnidentifiedImageError
@@ -11,8 +10,9 @@ from PIL import Image, UnidentifiedImageError
 from webui.generation.infotext import read_infotext
 from webui.ui import form
 from webui.ui.context import UIContext
-from webui.ui.events import field_updates, params_for
+from webui.ui.events import field_updates, info_html, params_for
 from webui.ui.generate_tab import GenerationTab
+from webui.ui.runner import message_html
 
 
 def build_pnginfo_tab(ctx: UIContext, tabs, txt2img: GenerationTab, img2img: GenerationTab) -> None:
@@ -35,10 +35,10 @@ def build_pnginfo_tab(ctx: UIContext, tabs, txt2img: GenerationTab, img2img: Gen
                 infotext = read_infotext(im)
                 details = f"{im.format} · {im.width}x{im.height}"
         except (OSError, UnidentifiedImageError) as e:
-            return f'<div class="easel-message error">Not an image Easel can read: {html.escape(str(e))}</div>', ""
+            return message_html(f"Not an image Easel can read: {e}"), ""
         if not infotext:
-            return f'<div class="easel-message">No generation parameters in this image ({details}).</div>', ""
-        return f'<p class="infotext">{html.escape(infotext)}</p>', infotext
+            return message_html(f"No generation parameters in this image ({details}).", kind="info"), ""
+        return info_html(infotext), infotext
 
     image.change(read, inputs=image, outputs=[info, text], queue=False, api_name="png_info")
 

@@ -11,7 +11,7 @@ import queue
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -68,16 +68,18 @@ class GenerationRunner:
         self._lock = threading.Lock()
 
     def interrupt(self, session: str) -> None:
-        with self._lock:
-            control = self._controls.get(session)
-        if control is not None:
+        """Stop this browser session's job after the current step (its finished images are kept)."""
+        if (control := self._control(session)) is not None:
             control.interrupt()
 
     def skip(self, session: str) -> None:
-        with self._lock:
-            control = self._controls.get(session)
-        if control is not None:
+        """Drop the current batch of this session's job and go on with the next."""
+        if (control := self._control(session)) is not None:
             control.skip()
+
+    def _control(self, session: str) -> JobControl | None:
+        with self._lock:
+            return self._controls.get(session)
 
     def stream(self, request: GenerationRequest, session: str) -> Iterator[Update]:
         control = JobControl()
@@ -129,7 +131,7 @@ class GenerationRunner:
                 if nxt is None:
                     events.put(None)
                     break
-                latest = ProgressEvent(**{**nxt.__dict__, "preview": nxt.preview or latest.preview})
+                latest = replace(nxt, preview=nxt.preview or latest.preview)
             yield Update(progress_html(latest.fraction, describe(latest)), preview=latest.preview)
 
     def _finished(self, result: GenerationResult) -> Update:

@@ -3,7 +3,6 @@ atomically with "Apply settings" and applied at once (the next job sees them; no
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 import gradio as gr
@@ -12,6 +11,7 @@ from webui.config import SettingsError
 from webui.hooktypes import Setting
 from webui.ui.context import UIContext
 from webui.ui.named_params import named_handler
+from webui.ui.runner import message_html
 
 
 def setting_component(setting: Setting, value: Any):
@@ -35,7 +35,7 @@ def build_settings_tab(ctx: UIContext) -> None:
         apply = gr.Button("Apply settings", variant="primary", elem_id="settings_submit")
     result = gr.HTML("", elem_id="settings_result")
     if config.load_error:
-        gr.HTML(f'<div class="easel-message error">{html.escape(config.load_error)}</div>')
+        gr.HTML(message_html(config.load_error))
     for section, settings in config.sections().items():
         with gr.Accordion(section, open=True, elem_id=f"settings_section_{section.lower().replace(' ', '_')}"):
             for s in settings:
@@ -46,11 +46,11 @@ def build_settings_tab(ctx: UIContext) -> None:
         try:
             changed = config.update(changes)
         except SettingsError as e:
-            return f'<div class="easel-message error">{html.escape(str(e))}</div>'
+            return message_html(str(e))
         if not changed:
-            return '<div class="easel-message done">Nothing changed.</div>'
+            return message_html("Nothing changed.", kind="done")
         names = ", ".join(config.settings[k].label for k in changed)
-        return f'<div class="easel-message done">{len(changed)} setting(s) changed and saved: {html.escape(names)}</div>'
+        return message_html(f"{len(changed)} setting(s) changed and saved: {names}", kind="done")
 
     fn, named = named_handler(components, save)
     apply.click(fn, inputs_kwargs=named, outputs=result, queue=False, api_name="apply_settings")

@@ -13,9 +13,9 @@ from typing import Any
 import gradio as gr
 
 from webui.generation.request import GenerationRequest
-from webui.hooktypes import UISection
 from webui.ui import form
 from webui.ui.context import UIContext
+from webui.ui.contributions import build_guarded, collect
 from webui.ui.generate_tab import DEFAULTS, GenerationTab
 from webui.ui.runner import message_html
 
@@ -29,20 +29,9 @@ def build_top_bar(ctx: UIContext) -> tuple[dict[str, Any], Any, list[str]]:
     """({form key: component}, status component, failures) inside the caller's row."""
     fields: dict[str, Any] = {}
     failures: list[str] = []
-    sections: list[UISection] = []
-    try:
-        ctx.plugins.call_each("ui_top_bar", register=sections.append, engine=ctx.engine)
-    except Exception as e:
-        failures.append(str(e))
-        log.error("ui_top_bar: %s", e)
-    for section in sections:
-        try:
-            built = section.build() or {}
-        except Exception as e:
-            failures.append(f"top bar section {section.name!r} failed to build: {type(e).__name__}: {e}")
-            log.exception("top bar section %r", section.name)
-            continue
-        fields.update({form.ext_key(section.name, k): c for k, c in built.items()})
+    for section in collect(ctx.plugins, "ui_top_bar", failures, engine=ctx.engine):
+        built, _ = build_guarded("top bar section", section.name, section.build, failures)
+        fields.update({form.ext_key(section.name, k): c for k, c in (built or {}).items()})
     status = gr.HTML("", elem_id="easel_model_status")
     return fields, status, failures
 
