@@ -163,6 +163,20 @@ def test_prepare_pipeline_wraps_the_whole_run_and_undoes_the_patch(engine, use, 
     assert (pixels(run(engine).images[0].image) == baseline).all()  # and the shared UNet is as before
 
 
+def test_prepare_pipeline_gets_the_model_the_manager_and_the_jobs_notices(engine, use):
+    class Noticing:
+        @hookimpl(wrapper=True)
+        def prepare_pipeline(self, pipeline, model, manager, notices):
+            self.seen = (pipeline.unet is model.pipeline.unet, manager is engine.manager, model.entry.name)
+            notices.append("noticing: something to read")
+            return (yield)
+
+    plugin = use(Noticing())
+    result = run(engine)
+    assert plugin.seen == (True, True, "tiny.safetensors")
+    assert "noticing: something to read" in result.notices
+
+
 def test_a_failing_hook_fails_its_job_after_the_undo_and_the_next_job_works(engine, use, baseline):
     class Boom:
         @hookimpl

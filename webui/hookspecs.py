@@ -123,12 +123,14 @@ def before_generate(request: GenerationRequest, model: LoadedModel) -> None:
 
 
 @hookspec
-def prepare_pipeline(pipeline: DiffusionPipeline, request: GenerationRequest) -> None:
+def prepare_pipeline(pipeline: DiffusionPipeline, request: GenerationRequest, model: LoadedModel,
+                     manager: ModelManager, notices: list[str]) -> None:
     """Implement as `@hookimpl(wrapper=True)`: patch the job's pipeline before `yield`, undo after it.
 
     The `yield` spans the whole denoising run of the job (every batch); code after it runs even when
     the job fails or is interrupted (use try/finally). `pipeline` is this job's own pipeline object,
-    built over the shared weights: undo every change to shared modules (UNet, text encoders)."""
+    built over the shared weights of `model`: undo every change to shared modules (UNet, text encoders).
+    Append to `notices` what the user should read with the result (a skipped LoRA)."""
 
 
 @hookspec

@@ -20,7 +20,9 @@ class ExtraNetworkType:
 
     name: str  # the tag name, e.g. "lora" for <lora:file:0.8>
     title: str = ""  # shown in the extra-networks browser, e.g. "LoRA"
-    list_items: Callable[[], list[dict[str, Any]]] | None = None  # cards for the browser (UI issue)
+    list_items: Callable[[], list[dict[str, Any]]] | None = None  # static cards; `items` when they need folders
+    items: Callable[[Any], list[dict[str, Any]]] | None = None  # items(manager): cards for the browser and API
+    refresh: Callable[[Any], None] | None = None  # refresh(manager): rescan the folders now
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,8 @@ class Job:
                 raise
 
         self._guard("prepare_pipeline", lambda: self.plugins.hook.prepare_pipeline.call_extra(
-            [denoise_job], {"pipeline": pipe, "request": self.request}))
+            [denoise_job], {"pipeline": pipe, "request": self.request, "model": self.model, "manager": self.manager,
+                           "notices": self.notices}))
 
     def _guard(self, hook: str, call):
         """Run a pluggy hook call; an exception from extension code is re-raised naming the extension."""
