@@ -397,6 +397,21 @@ def test_infotext_params_round_trip_through_infotext_pasted(engine, use):
     assert (pixels(again.images[0].image) == pixels(result.images[0].image)).all()
 
 
+def test_infotext_pasted_gets_the_manager_and_its_notices_reach_the_caller(engine, use):
+    class Checking:
+        @hookimpl
+        def infotext_pasted(self, params, manager, notices):
+            if "Needs" in params:
+                needed = params.pop("Needs")
+                if not any(e.model_name == needed for e in manager.checkpoints()):
+                    notices.append(f"{needed} is not installed")
+
+    use(Checking())
+    pasted = request_from_infotext("a cat\nSteps: 2, Sampler: Euler, CFG scale: 7, Needs: nowhere", engine.plugins, engine.manager)
+    assert pasted.notices == ["nowhere is not installed"] and "Needs" not in pasted.unknown
+    assert request_from_infotext("a cat\nSteps: 2, Sampler: Euler, CFG scale: 7, Needs: tiny", engine.plugins, engine.manager).notices == []
+
+
 def test_old_style_extensions_naming_fewer_arguments_still_work(engine, use):
     calls = []
 

@@ -168,9 +168,11 @@ def infotext_params(request: GenerationRequest, model: LoadedModel, manager: Mod
 
 
 @hookspec
-def infotext_pasted(params: dict[str, str], request: GenerationRequest) -> None:
+def infotext_pasted(params: dict[str, str], request: GenerationRequest, manager: ModelManager | None,
+                    notices: list[str]) -> None:
     """An infotext is being applied (PNG Info "Send to", API): `params` holds the keys Easel's core did
-    not use; pop yours and set the request (usually `request.extensions[<your name>]`)."""
+    not use; pop yours and set the request (usually `request.extensions[<your name>]`). `manager` (None
+    when the caller has none) tells what is installed; append to `notices` what the user should read."""
 
 
 @hookspec

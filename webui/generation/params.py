@@ -77,6 +77,7 @@ class PastedParameters:
 
     request: GenerationRequest
     unknown: dict[str, str] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)  # what extensions want the user to read (a missing LoRA)
 
 
 def _take_pair(p: dict[str, str], key: str) -> tuple[int, int] | None:
@@ -90,9 +91,10 @@ def _take_pair(p: dict[str, str], key: str) -> tuple[int, int] | None:
     return None
 
 
-def request_from_infotext(text: str, plugins=None) -> PastedParameters:
+def request_from_infotext(text: str, plugins=None, manager=None) -> PastedParameters:
     """The request an infotext describes. With `plugins`, each extension's `infotext_pasted` takes its
-    keys (the checkpoints extension: Model, VAE, Refiner); what nobody took stays in `unknown`."""
+    keys (the checkpoints extension: Model, VAE, Refiner); what nobody took stays in `unknown`.
+    `manager` (optional) lets extensions check what is installed and add `notices`."""
     prompt, negative, raw = parse_infotext(text)
     p = dict(raw)
     req = GenerationRequest(prompt=prompt, negative_prompt=negative)
@@ -136,9 +138,10 @@ def request_from_infotext(text: str, plugins=None) -> PastedParameters:
         if pair:
             setattr(req.sdxl, attr, (pair[1], pair[0]))
     p.pop("Version", None)
+    notices: list[str] = []
     if plugins is not None:
-        plugins.call_each("infotext_pasted", params=p, request=req)
-    return PastedParameters(req, p)
+        plugins.call_each("infotext_pasted", params=p, request=req, manager=manager, notices=notices)
+    return PastedParameters(req, p, notices)
 
 
 def _inpaint_options(p: dict[str, str]) -> InpaintOptions:

@@ -142,7 +142,7 @@ def params_for(infotext: str, ctx: UIContext, *, keep_mode: bool = False) -> dic
     """Form values from an infotext (every extension reads its keys through `infotext_pasted`)."""
     if not infotext:
         return {}
-    req = request_from_infotext(infotext, ctx.plugins).request
+    req = request_from_infotext(infotext, ctx.plugins, ctx.engine.manager).request
     values = form.form_from_request(req)
     if keep_mode:
         values.pop("denoising_strength", None)
