@@ -125,7 +125,8 @@ def test_bad_stored_values_fall_back_to_defaults_and_the_rest_is_kept(path):
                  "hello_strength": 7, "hello_greeting": "Hi"})
     config = Config(path, SETTINGS)
     assert config.load_error is None
-    assert config.values == {**DEFAULTS, "samples_save": False, "CLIP_stop_at_last_layers": 2, "hello_greeting": "Hi"}
+    assert config.values == {**DEFAULTS, "samples_save": False, "CLIP_stop_at_last_layers": 2, "hello_greeting": "Hi",
+                             "sd_model_checkpoint": A1111["sd_model_checkpoint"]}  # A1111's choice carries over
 
 
 def test_listeners_hear_only_changes_and_a_no_op_update_writes_nothing(path):

@@ -6,16 +6,12 @@ extension routes under Easel's own prefixes."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
@@ -24,6 +20,7 @@ from urllib.error import HTTPError
 
 import pytest
 
+from api_helpers import serving
 from webui import hookimpl
 from webui.api import create_app
 from webui.generation.engine import Engine, EngineOptions
@@ -77,30 +74,6 @@ def make_engine(plugins: Plugins, data_dir: Path, checkpoint: Path | None = None
     if checkpoint is not None:
         (paths.folder("checkpoints") / "tiny.safetensors").symlink_to(checkpoint)
     return Engine(ModelManager(paths, plugins=plugins), EngineOptions(save_images=False), plugins)
-
-
-@contextlib.contextmanager
-def serving(app) -> Iterator[str]:
-    """The app on a real uvicorn server in a thread; yields its base URL. The socket is bound before the
-    server starts, so no other process can take the port in between."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60  # a hang guard, not a timing assertion
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
 
 
 def fetch(url: str, method: str = "GET") -> dict:

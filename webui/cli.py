@@ -95,7 +95,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(listen=args.listen, port=args.port, share=args.share, gradio_auth=args.gradio_auth,
                            gradio_auth_path=args.gradio_auth_path, api_auth=args.api_auth,
                            insecure_no_auth=args.insecure_no_auth, api=args.api or args.nowebui,
-                           nowebui=args.nowebui, theme=args.theme or "")
+                           nowebui=args.nowebui, theme=args.theme or "",
+                           cors_allow_origins=tuple(o.strip() for o in (args.cors_allow_origins or "").split(",") if o.strip()),
+                           cmd_flags=tuple(sorted((k, v) for k, v in vars(args).items()
+                                                  if k not in ("func", "gradio_auth", "api_auth") and _jsonable(v))))
     say = lambda text: print(text, flush=True)  # noqa: E731
     try:
         listening = prepare(options, say)
@@ -119,6 +122,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         os._exit(code)
     return code
+
+
+def _jsonable(value) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool, list))
 
 
 def _preload(engine) -> None:
@@ -194,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--api", action="store_true", help="serve the A1111 API (/sdapi/v1) beside the UI")
     serve.add_argument("--nowebui", action="store_true", help="serve the API only, no UI")
     serve.add_argument("--theme", choices=("light", "dark"), help="force a theme (default: follow the browser)")
+    serve.add_argument("--cors-allow-origins", metavar="URL[,URL2]", help="let these web origins call the API")
     _runtime_flags(serve)
     _extension_flags(serve)
     serve.set_defaults(func=cmd_serve)

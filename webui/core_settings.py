@@ -15,6 +15,9 @@ CORE_SETTINGS = (
     Setting("samples_format", "png", "File format for images", section="Saving images", choices=("png", "jpg", "webp")),
     Setting("CLIP_stop_at_last_layers", 1, "Clip skip", section="Stable Diffusion", minimum=1, maximum=12, step=1,
             help="Use the output of an earlier text encoder layer (2 suits many anime models); SD1 only"),
+    Setting("sd_model_checkpoint", "", "Default checkpoint (title, name or hash; empty: the first one)",
+            section="Stable Diffusion", help="What jobs run on when they name no checkpoint (the API's default model)"),
+    Setting("sd_vae", "Automatic", "Default VAE (Automatic, None or a file in models/VAE)", section="Stable Diffusion"),
     Setting("show_progress_every_n_steps", 2, "Live preview every N sampling steps (0: no previews)",
             section="Live previews", minimum=0, maximum=32, step=1),
 )
@@ -31,6 +34,8 @@ def apply_to_engine(config: Config, engine) -> None:
         preview_every=int(config["show_progress_every_n_steps"]),
     )
     engine.settings = {k: v for k, v in config.values.items() if k not in CORE_KEYS}
+    engine.manager.default_checkpoint = config["sd_model_checkpoint"]
+    engine.manager.default_vae = config["sd_vae"] or "Automatic"
 
 
 def request_defaults(config: Config) -> dict[str, Any]:

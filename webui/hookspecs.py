@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from webui.generation.engine import Engine
     from webui.generation.request import GenerationRequest
-    from webui.hooktypes import ExtraNetworkType, ImageSaveParams, Route, Setting, StepState, UISection, UITab
+    from webui.hooktypes import APIScript, ExtraNetworkType, ImageSaveParams, Route, Setting, StepState, UISection, UITab
     from webui.models.manager import LoadedModel, ModelManager
 
 API_VERSION = 1
@@ -58,6 +58,13 @@ def register_routes(register: Callable[[Route], None]) -> None:
     """Add HTTP routes to the API app: `register(Route("/hello/v1/greet", endpoint, ("GET",)))`.
 
     Called when the API app is built. Paths under /sdapi/ and /easel/ are reserved for Easel."""
+
+
+@hookspec
+def register_api_scripts(register: Callable[[APIScript], None]) -> None:
+    """Accept A1111's `alwayson_scripts` entries: `register(APIScript("Hello", apply))`, where
+    `apply(args, request)` maps the script's positional `args` onto the request. A title nobody
+    registered is refused with a 422, as A1111 does; `/sdapi/v1/scripts` lists the titles."""
 
 
 @hookspec

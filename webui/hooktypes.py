@@ -71,6 +71,17 @@ class Route:
     methods: tuple[str, ...] = ("GET",)
 
 
+@dataclass(frozen=True)
+class APIScript:
+    """An A1111 "always-on script" API clients can drive (`register_api_scripts`): the request's
+    `alwayson_scripts: {"<title>": {"args": [...]}}` calls `apply(args, request)`, which usually fills
+    `request.extensions[<your name>]`. Raise ValueError for bad args: the client gets a 422 with it."""
+
+    title: str  # matched case-insensitively, as A1111 does ("ControlNet", "Refiner")
+    apply: Callable[[list[Any], Any], None]  # (args, GenerationRequest) -> None
+    modes: tuple[str, ...] = ("txt2img", "img2img")  # the /sdapi/v1/scripts lists it under these
+
+
 @dataclass
 class StepState:
     """What `step_end` sees after each denoising step. Replace `latents` to change the next step."""

@@ -23,7 +23,7 @@ from typing import Any
 import pluggy
 
 from webui import __version__, hookspecs
-from webui.hooktypes import ExtraNetworkType, Route, Setting
+from webui.hooktypes import APIScript, ExtraNetworkType, Route, Setting
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,12 @@ class Plugins:
     def settings(self) -> list[Setting]:
         found: list[Setting] = []
         self.call_each("register_settings", register=found.append)
+        return found
+
+    def api_scripts(self) -> dict[str, APIScript]:
+        """By lower-cased title; the first registration of a title wins."""
+        found: dict[str, APIScript] = {}
+        self.call_each("register_api_scripts", register=lambda s: found.setdefault(s.title.lower(), s))
         return found
 
     def routes(self) -> list[Route]:

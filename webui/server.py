@@ -38,6 +38,8 @@ class ServeOptions:
     api: bool = False
     nowebui: bool = False
     theme: str = ""  # "" follows the browser; "light" | "dark"
+    cors_allow_origins: tuple[str, ...] = ()
+    cmd_flags: tuple[tuple[str, object], ...] = ()  # the command line as parsed, for /sdapi/v1/cmd-flags
 
     @property
     def host(self) -> str:
@@ -164,12 +166,11 @@ def serve(opts: ServeOptions, listening: Listening, engine, plugins, config, say
         say("WARNING: --insecure-no-auth: anyone who can reach this server can generate on it.")
     port = sock.getsockname()[1]
     deps = [basic_auth_dependency(api_credentials)] if api_credentials.users else []
-    app = create_app(engine, plugins, dependencies=deps)
+    app = create_app(engine, plugins, dependencies=deps, config=config, sdapi=opts.api, cmd_flags=dict(opts.cmd_flags),
+                     cors_origins=opts.cors_allow_origins)
     with tempfile.TemporaryDirectory(prefix="easel-ui-") as temp:
         if not opts.nowebui:
             mount_ui(app, engine, plugins, config, opts, credentials, Path(temp))
-        if opts.api:
-            say("Note: the A1111 API (/sdapi/v1) arrives with the REST API issue; /easel/v1 is served.")
         host_shown = "127.0.0.1" if opts.host == "0.0.0.0" else opts.host
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=3))
         threading.Thread(target=announce_when_ready, daemon=True,

@@ -15,7 +15,7 @@ from typing import Any
 
 from extensions.checkpoints.refiner import DEFAULT_SWITCH_AT, check_refiner, refine, refiner_kwargs, switch_at
 from webui import hookimpl
-from webui.hooktypes import UISection
+from webui.hooktypes import APIScript, UISection
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,14 @@ def options(request) -> dict[str, Any]:
     return request.extensions.get(NAME) or {}
 
 
-def vae_choice(request) -> str:
-    return request.override_settings.get("sd_vae") or options(request).get("vae") or "Automatic"
+def vae_choice(request, manager) -> str:
+    return request.override_settings.get("sd_vae") or options(request).get("vae") or manager.default_vae
 
 
 @hookimpl
 def select_model(request, manager):
     name = request.override_settings.get("sd_model_checkpoint") or request.checkpoint or options(request).get("checkpoint")
-    model = manager.load(_by_hash(name, manager), vae=vae_choice(request))
+    model = manager.load(_by_hash(name, manager), vae=vae_choice(request, manager))
     check_refiner(options(request), model, manager)  # before the base run, not after it
     return model
 
@@ -63,6 +63,23 @@ def _by_hash(query, manager):
         for entry in pending:
             manager.registry.with_hash(entry)
         return manager.find(query)
+
+
+@hookimpl
+def register_api_scripts(register):
+    register(APIScript("Refiner", apply_refiner_script))
+
+
+def apply_refiner_script(args: list, request) -> None:
+    """A1111's built-in "Refiner" script: args [enabled, checkpoint, switch_at]."""
+    if not args or not args[0]:
+        return
+    if len(args) < 2 or not isinstance(args[1], str) or not args[1]:
+        raise ValueError("Refiner args are [enabled, checkpoint name, switch at 0..1]")
+    opts = request.extensions.setdefault(NAME, {})
+    opts["refiner"] = args[1]
+    if len(args) > 2:
+        opts["switch_at"] = float(args[2])
 
 
 @hookimpl
@@ -93,7 +110,7 @@ def after_denoising(latents, request, model, manager, seeds):
     opts = options(request)
     if not opts.get("refiner"):
         return None
-    return refine(latents, request, model, manager, seeds, opts, vae_choice(request))
+    return refine(latents, request, model, manager, seeds, opts, vae_choice(request, manager))
 
 
 @hookimpl

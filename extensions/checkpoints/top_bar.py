@@ -30,7 +30,7 @@ def build(engine) -> dict:
     checkpoint = gr.Dropdown(checkpoint_choices(manager), value=default_checkpoint(manager),
                              label="Stable Diffusion checkpoint", elem_id="setting_sd_model_checkpoint",
                              min_width=320, scale=3)
-    vae = gr.Dropdown(vae_choices(manager), value=AUTOMATIC, label="SD VAE", elem_id="setting_sd_vae",
+    vae = gr.Dropdown(vae_choices(manager), value=manager.default_vae, label="SD VAE", elem_id="setting_sd_vae",
                       min_width=200, scale=2)
     refresh = gr.Button("🔄", elem_id="refresh_sd_model_checkpoint", size="sm", scale=0, min_width=40)
 

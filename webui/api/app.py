@@ -21,7 +21,15 @@ from typing import Any
 import fastapi
 import pydantic
 
+from fastapi.middleware.cors import CORSMiddleware
+
 from webui import __version__
+from webui.api.context import APIContext
+from webui.api.jobs import JobBoard
+from webui.api.limits import BodyLimit
+from webui.api.sdapi import add_generation_routes
+from webui.api.sdapi_info import add_info_routes
+from webui.config import Config
 from webui.generation.engine import Engine
 from webui.hooktypes import Route
 from webui.plugins import PluginFailure, Plugins
@@ -48,13 +56,27 @@ class ExtensionsJSON(pydantic.BaseModel):
     failures: list[FailureJSON]
 
 
-def create_app(engine: Engine, plugins: Plugins, dependencies: Sequence[Any] = ()) -> fastapi.FastAPI:
+def create_app(engine: Engine, plugins: Plugins, dependencies: Sequence[Any] = (), *, config: Config | None = None,
+               sdapi: bool = True, cmd_flags: dict[str, Any] | None = None,
+               cors_origins: Sequence[str] = ()) -> fastapi.FastAPI:
     """Easel's routes come first and extension routes last: Starlette tries routes in order, so an
-    extension's path parameters (`/{rest:path}`) cannot shadow Easel's. Add new Easel routes (the
-    /sdapi/v1 API) before `add_extension_routes`; the Gradio UI is mounted after all of them.
-    `dependencies` apply to every route, extensions' included (the server's HTTP Basic auth)."""
-    app = fastapi.FastAPI(title="Easel", version=__version__, dependencies=list(dependencies))
+    extension's path parameters (`/{rest:path}`) cannot shadow Easel's. The Gradio UI is mounted after
+    all of them. `dependencies` apply to every route, extensions' included (the server's HTTP Basic
+    auth). `sdapi`: serve A1111's /sdapi/v1 routes (`--api`); `config`: the saved settings they read and
+    change (`/sdapi/v1/options`)."""
+    app = fastapi.FastAPI(title="Easel", version=__version__, dependencies=list(dependencies),
+                          description="AUTOMATIC1111-compatible API (/sdapi/v1) and Easel's own (/easel/v1). "
+                                      "See docs/api.md.")
     app.state.engine, app.state.plugins = engine, plugins
+    app.add_middleware(BodyLimit)
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["*"], allow_headers=["*"],
+                           allow_credentials=True)
+    ctx = APIContext(engine, plugins, config, JobBoard(engine), dict(cmd_flags or {}))
+    app.state.api = ctx
+    if sdapi:
+        add_generation_routes(app, ctx)
+        add_info_routes(app, ctx)
 
     def list_extensions() -> ExtensionsJSON:
         """Loaded extensions with their hooks, and what failed: extensions that did not load, routes refused."""

@@ -12,9 +12,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from webui.generation.job import Job
 from webui.generation.previews import Previewer
-from webui.generation.progress import JobControl, JobQueue, Listener
+from webui.generation.progress import JobControl, JobQueue, Listener, ProgressEvent
 from webui.generation.request import GenerationLimits, GenerationRequest
 from webui.generation.results import GeneratedImage, GenerationResult, NansException
 from webui.models.manager import ModelManager
@@ -41,7 +43,8 @@ class Engine:
         self.queue = JobQueue()
         self.previewer = Previewer(manager.paths.folder("vae_approx"))
         self.settings: dict[str, Any] = {}  # saved extension settings; a request's override_settings win
-
+        self.last_event: ProgressEvent | None = None  # of the running job (the API's /progress reads it)
+        self.last_preview: Image.Image | None = None  # the running job's latest live preview
 
     def generate(
         self,
@@ -55,8 +58,20 @@ class Engine:
         control = control or JobControl()
         if self.settings:
             request = replace(request, override_settings={**self.settings, **request.override_settings})
+        listener = listener or (lambda event: None)
+
+        def watch(event: ProgressEvent) -> None:
+            self.last_event = event
+            if event.preview is not None:
+                self.last_preview = event.preview
+            listener(event)
+
         with self.queue.slot(control):
-            return Job(self, request, listener or (lambda event: None), control).run()
+            self.last_event = self.last_preview = None
+            try:
+                return Job(self, request, watch, control).run()
+            finally:
+                self.last_event = self.last_preview = None
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:

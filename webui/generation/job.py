@@ -74,8 +74,8 @@ class Job:
             defaults: dict = {}
             for _, d in reversed(plugins.call_each("model_defaults", model=loaded)):  # first in call order wins
                 defaults.update(d)
-            req.width = req.width or defaults.get("width")
-            req.height = req.height or defaults.get("height")
+            req.width = defaults.get("width") if req.width is None else req.width  # 0 stays 0: refused below
+            req.height = defaults.get("height") if req.height is None else req.height
         req, notices = req.validate(self.engine.options.limits, loaded.family.default_size)
         self.request, self.notices = req, self.notices + notices
         if "CLIP_stop_at_last_layers" in req.override_settings:
@@ -269,7 +269,7 @@ class Job:
 
     def _save(self, item: GeneratedImage) -> None:
         opts, req = self.engine.options, self.request
-        if not opts.save_images:
+        if not (opts.save_images if req.save is None else req.save):
             return
         folder = opts.outdir or dated_folder(self.manager.paths.outputs_dir, req.mode.value, datetime.date.today())
         params = ImageSaveParams(item.image, item.infotext, folder, item.seed, opts.samples_format, req)

@@ -3,7 +3,6 @@ time per device (in arrival order, with a position users can be shown)."""
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 import uuid
@@ -62,40 +61,51 @@ class JobControl:
 
 
 class JobQueue:
-    """A FIFO lock: jobs run one at a time in the order they arrived."""
+    """A FIFO lock: jobs run one at a time in the order they arrived (the head of `_line` runs)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._tickets = itertools.count()
-        self._serving = 0
-        self._waiting: dict[str, int] = {}
+        self._line: list[str] = []  # job ids in arrival order
         self.current: JobControl | None = None
 
     def position(self, job_id: str) -> int | None:
         """0 = running now, n = n jobs ahead, None = not queued."""
         with self._cond:
-            ticket = self._waiting.get(job_id)
-            return None if ticket is None else ticket - self._serving
+            return self._line.index(job_id) if job_id in self._line else None
 
     @property
     def pending(self) -> int:
         with self._cond:
-            return len(self._waiting)
+            return len(self._line)
+
+    def reserve(self, control: JobControl) -> None:
+        """Take the job's place in line now, without waiting (`slot` then waits for this place): keeps
+        arrival order when the job is handed to a worker thread that may start late. A reserved job that
+        will not run must be `release`d."""
+        with self._cond:
+            if control.job_id not in self._line:
+                self._line.append(control.job_id)
+
+    def release(self, control: JobControl) -> None:
+        """Leave the line without running (a reserved job whose client went away)."""
+        with self._cond:
+            if control.job_id in self._line and self.current is not control:
+                self._line.remove(control.job_id)
+                self._cond.notify_all()
 
     @contextmanager
     def slot(self, control: JobControl) -> Iterator[None]:
         with self._cond:
-            ticket = next(self._tickets)
-            self._waiting[control.job_id] = ticket
-            while ticket != self._serving:
+            if control.job_id not in self._line:
+                self._line.append(control.job_id)
+            while self._line[0] != control.job_id:
                 self._cond.wait()
             self.current = control
         try:
             yield
         finally:
             with self._cond:
-                del self._waiting[control.job_id]
-                self._serving += 1
+                self._line.remove(control.job_id)
                 self.current = None
                 self._cond.notify_all()
 

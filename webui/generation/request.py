@@ -118,6 +118,7 @@ class GenerationRequest:
     extensions: dict[str, Any] = field(default_factory=dict)  # per-extension parameters, by extension name
     extra_networks: dict[str, list[Any]] = field(default_factory=dict)  # <name:args> calls, set by the engine
     override_settings: dict[str, Any] = field(default_factory=dict)
+    save: bool | None = None  # save the images; None = the engine's setting (A1111's API saves only when asked)
 
     @property
     def images_total(self) -> int:

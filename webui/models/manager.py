@@ -49,6 +49,8 @@ class ModelManager:
         self.cache = ModelCache(self.runtime.ram_budget, self.runtime.device, self.runtime.offload,
                                 self.runtime.vram_budget, on_evict=self._evicted)
         self.using_demo = False
+        self.default_checkpoint = ""  # title, name or hash the user chose (A1111's sd_model_checkpoint); "" = first
+        self.default_vae = AUTOMATIC  # the VAE when a request names none (A1111's sd_vae)
 
     def checkpoints(self) -> list[CheckpointEntry]:
         """The user's checkpoints; the built-in demo models when there is none."""
@@ -77,7 +79,16 @@ class ModelManager:
         return entry
 
     def default(self) -> CheckpointEntry:
-        usable = [e for e in self.checkpoints() if e.detection.known]
+        """The chosen default checkpoint (`default_checkpoint`) while it exists, else the first usable one."""
+        entries = self.checkpoints()
+        if self.default_checkpoint:
+            try:
+                chosen = match(entries, self.default_checkpoint, self.paths.ckpt_dirs)
+                if chosen.detection.known:
+                    return chosen
+            except LookupError:
+                log.warning("the default checkpoint %r is gone; using the first one", self.default_checkpoint)
+        usable = [e for e in entries if e.detection.known]
         if not usable:
             raise LookupError(f"no usable checkpoint in {self.paths.folder('checkpoints')}")
         return usable[0]
