@@ -48,6 +48,7 @@ def test_serves_ui_and_api_on_loopback_only(server):
     assert page.status_code == 200 and "gradio" in page.text.lower()
     listed = httpx.get(server.url + "/easel/v1/extensions", timeout=30).json()
     assert [e["name"] for e in listed["extensions"]] == ["checkpoints"]
+    assert httpx.get(server.url + "/sdapi/v1/options", timeout=30).status_code == 404  # A1111's API needs --api
     assert server.url == f"http://127.0.0.1:{server.port}"
     for address in other_addresses():
         with socket.socket() as s, pytest.raises(OSError):
@@ -146,14 +147,35 @@ def test_gradio_auth_guards_ui_and_api(data_dir):
 
 
 def test_listen_without_auth_generates_a_password(data_dir):
-    s = Server(data_dir, "--listen")
+    s = Server(data_dir, "--listen", "--api")
     try:
         m = re.search(r"user '(\w+)', password '([^']+)'", s.output)
         assert m, s.output
-        api = s.url + "/easel/v1/extensions"
-        assert httpx.get(api, timeout=30).status_code == 401
-        assert httpx.get(api, auth=(m[1], m[2]), timeout=30).status_code == 200
+        for api in (s.url + "/easel/v1/extensions", s.url + "/sdapi/v1/options"):
+            assert httpx.get(api, timeout=30).status_code == 401
+            assert httpx.get(api, auth=(m[1], m[2]), timeout=30).status_code == 200
+        txt2img = httpx.post(s.url + "/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1, "width": 64, "height": 64},
+                             timeout=120)
+        assert txt2img.status_code == 401  # no open generator on the network
         assert Client(s.url, auth=(m[1], m[2]), verbose=False).view_api(print_info=False, return_format="dict")
+    finally:
+        s.stop()
+
+
+def test_nowebui_serves_only_the_api_with_its_own_login_and_cors(data_dir):
+    s = Server(data_dir, "--nowebui", "--api-auth", "script:t0ken", "--cors-allow-origins", "http://client.example")
+    try:
+        assert httpx.get(s.url + "/", timeout=30).status_code == 404  # no UI
+        body = {"prompt": "a cube", "steps": 1, "width": 64, "height": 64, "seed": 9, "sampler_name": "Euler"}
+        assert httpx.post(s.url + "/sdapi/v1/txt2img", json=body, timeout=120).status_code == 401
+        done = httpx.post(s.url + "/sdapi/v1/txt2img", json=body, auth=("script", "t0ken"), timeout=120)
+        assert done.status_code == 200 and json.loads(done.json()["info"])["seed"] == 9
+        preflight = httpx.options(s.url + "/sdapi/v1/txt2img", timeout=30, headers={
+            "Origin": "http://client.example", "Access-Control-Request-Method": "POST"})
+        assert preflight.headers.get("access-control-allow-origin") == "http://client.example"
+        other = httpx.options(s.url + "/sdapi/v1/txt2img", timeout=30, headers={
+            "Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in other.headers
     finally:
         s.stop()
 

@@ -31,6 +31,8 @@ def decode_image(data: str, field: str) -> Image.Image:
         raise ImageFieldError(f"{field}: invalid base64 ({e})") from None
     try:
         image = Image.open(io.BytesIO(raw))
+    except Image.DecompressionBombError:  # Pillow's own guard fires first for the very largest
+        raise ImageFieldError(f"{field}: the image is too large (the limit is {MAX_IMAGE_PIXELS} pixels)") from None
     except (UnidentifiedImageError, OSError):
         raise ImageFieldError(f"{field}: not an image (PNG, JPEG, WebP, ... expected)") from None
     width, height = image.size
