@@ -1,0 +1,105 @@
+"""What the A1111 API adds on top of calling the engine directly with the same request.
+
+Both sides run one engine (one loaded model, saving off, no live previews):
+  direct  Engine.generate(GenerationRequest(...)) in this process
+  api     POST /sdapi/v1/txt2img with the same fields, through a real uvicorn server on 127.0.0.1 and
+          `requests`, including what a client gets and the direct call does not: the PNG with its
+          infotext, base64 in JSON, and the `info` object
+Same seed, size, steps and sampler; the pixels are checked equal once. Runs alternate after one warm-up
+each; the ratio is of medians. Models: the tiny test model and a full-size SD1.5 layout with random fp16
+weights (written once to --dir; on CPU use a small --size and few --steps, on a GPU 512 and 20).
+Usage: python bench/api.py [--models tiny,sd15] [--size 256] [--steps 4] [--reps 5] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def measure(model: str, args) -> tuple[float, float]:
+    import requests
+    from PIL import Image
+
+    from api_helpers import serving
+    from bench.overhead import prepare
+    from webui.api import create_app
+    from webui.generation.engine import Engine, EngineOptions
+    from webui.generation.request import GenerationRequest
+    from webui.models.manager import ModelManager
+    from webui.plugins import Plugins
+    from webui.settings import Paths, RuntimeSettings
+
+    path = prepare(model, Path(args.dir))
+    plugins = Plugins.builtin()
+    manager = ModelManager(Paths.from_flags(data_dir=args.dir), RuntimeSettings(device=args.device, dtype=args.dtype),
+                           plugins)
+    manager.default_checkpoint = path.name
+    engine = Engine(manager, EngineOptions(save_images=False), plugins)
+    fields = {"prompt": "a photo of a cat", "negative_prompt": "blurry", "steps": args.steps, "width": args.size,
+              "height": args.size, "seed": 1, "cfg_scale": 7.0}
+    request = GenerationRequest(checkpoint=path.name, sampler=args.sampler, **fields)
+    body = {**fields, "sampler_name": args.sampler, "override_settings": {"sd_model_checkpoint": path.name}}
+    session = requests.Session()
+    session.trust_env = False
+
+    with serving(create_app(engine, plugins)) as base:
+        def api() -> Image.Image:
+            response = session.post(f"{base}/sdapi/v1/txt2img", json=body, timeout=3600)
+            response.raise_for_status()
+            return Image.open(io.BytesIO(base64.b64decode(response.json()["images"][0])))
+
+        def direct() -> Image.Image:
+            return engine.generate(request).images[0].image
+
+        same = np.array_equal(np.asarray(api().convert("RGB")), np.asarray(direct().convert("RGB")))  # + warm-up
+        assert same, "the API and the engine gave different pixels for the same request"
+        times: dict[str, list[float]] = {"direct": [], "api": []}
+        for _ in range(args.reps):
+            for name, fn in (("direct", direct), ("api", api)):
+                if args.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                fn()
+                if args.device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - start)
+    return statistics.median(times["direct"]), statistics.median(times["api"])
+
+
+def main() -> None:
+    from webui.cli import quiet_libraries
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="tiny,sd15")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--sampler", default="Euler")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dir", default="/tmp/easel-bench-overhead")
+    args = p.parse_args()
+    quiet_libraries()
+    print(f"device={args.device} dtype={args.dtype} size={args.size} steps={args.steps} sampler={args.sampler} "
+          f"reps={args.reps} torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(f"{'model':8} {'direct s':>9} {'api s':>8} {'ratio':>6} {'added ms':>9}")
+    for model in args.models.split(","):
+        direct, api = measure(model, args)
+        print(f"{model:8} {direct:9.3f} {api:8.3f} {api / direct:6.3f} {(api - direct) * 1000:9.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
