@@ -14,7 +14,9 @@ Part 2, one txt2img job (demo SD1, --size, --steps, one fixed seed per rep) two 
   One warm-up each (they must give the same pixels and infotext), then UI, direct, UI, direct, ...
   never at once. ratio = median UI / median direct (goal < 1.03); the median of the per-pair ratios
   is less sensitive to other processes' load drifting during the run.
-Usage: python bench/ui.py [--runs 3] [--repeats 5] [--steps 8] [--size 512]
+  --model sd15 runs part 2 on a full-size SD1.5 layout with random weights instead of the demo model
+  (bench/load.py's, linked from --sd15-dir where bench/overhead.py and bench/api.py keep it).
+Usage: python bench/ui.py [--runs 3] [--repeats 5] [--steps 8] [--size 512] [--model demo|sd15]
 """
 
 from __future__ import annotations
@@ -136,7 +138,14 @@ def per_generation(data_dir: Path, args: argparse.Namespace) -> None:
     from webui.plugins import Plugins
     from webui.settings import Paths
 
-    print(f"\n== Per generation: txt2img {args.size}x{args.size}, {args.steps} steps, demo SD1, "
+    if args.model == "sd15":
+        from bench.overhead import prepare
+
+        full = prepare("sd15", Path(args.sd15_dir))
+        folder = data_dir / "models" / "Stable-diffusion"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / full.name).symlink_to(full)
+    print(f"\n== Per generation: txt2img {args.size}x{args.size}, {args.steps} steps, {args.model} SD1, "
           f"{args.repeats} interleaved reps ==")
     server = Serving(data_dir, ("Running on local URL", "Model ready"))
     try:
@@ -191,6 +200,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5, help="UI/direct pairs timed")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--size", type=int, default=512)
+    p.add_argument("--model", choices=("demo", "sd15"), default="demo")
+    p.add_argument("--sd15-dir", default="/tmp/easel-bench-overhead")
     args = p.parse_args()
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import torch

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ from webui.fileio import atomic_write_bytes
 from webui.ui.form import refusal
 
 POLL_SECONDS = 0.1
+UPDATE_SECONDS = 0.25  # the most often a running job's progress and preview reach the browser
 
 
 @dataclass
@@ -109,11 +111,20 @@ class GenerationRunner:
         yield self._finished(outcome["result"])
 
     def _progress(self, events: queue.Queue, control: JobControl) -> Iterator[Update]:
+        """One update per step, but not more often than every UPDATE_SECONDS: each update costs Gradio work
+        (and on a fast model, CPU the job needs); events in between are merged, the newest preview kept."""
         shown_wait = None
+        pending: ProgressEvent | None = None
+        last = 0.0
         while True:
+            wait = POLL_SECONDS if pending is None else max(0.0, last + UPDATE_SECONDS - time.monotonic())
             try:
-                event = events.get(timeout=POLL_SECONDS)
+                event = events.get(timeout=wait)
             except queue.Empty:
+                if pending is not None:
+                    yield Update(progress_html(pending.fraction, describe(pending)), preview=pending.preview)
+                    pending, last = None, time.monotonic()
+                    continue
                 ahead = self.engine.queue.position(control.job_id)
                 if ahead and ahead != shown_wait:
                     shown_wait = ahead
@@ -122,17 +133,10 @@ class GenerationRunner:
                 continue
             if event is None:
                 return
-            latest = event
-            while True:  # when steps outrun the browser, show only the newest
-                try:
-                    nxt = events.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    events.put(None)
-                    break
-                latest = replace(nxt, preview=nxt.preview or latest.preview)
-            yield Update(progress_html(latest.fraction, describe(latest)), preview=latest.preview)
+            pending = replace(event, preview=event.preview or (pending.preview if pending else None))
+            if time.monotonic() - last >= UPDATE_SECONDS:
+                yield Update(progress_html(pending.fraction, describe(pending)), preview=pending.preview)
+                pending, last = None, time.monotonic()
 
     def _finished(self, result: GenerationResult) -> Update:
         paths = [item.path or self._temp_png(item.image, item.infotext) for item in result.images]
