@@ -216,3 +216,27 @@ def test_always_on_scripts_reach_extensions_and_unknown_titles_are_refused(api):
     # the built-in Refiner script reaches the checkpoints extension: a refiner on an SD1 base is refused by it
     wrong = client.post("txt2img", {"prompt": "x", "alwayson_scripts": refiner, **SMALL})
     assert wrong.status_code == 422 and "refiner" in wrong.json()["detail"].lower()
+
+
+def test_the_webuiapi_img2img_payload_inpaints(api):
+    """What `webuiapi`'s `api.img2img(images=[...], mask_image=..., ...)` sends, field for field."""
+    client, _, _ = api
+    init = picture(64, seed=5)
+    body = {
+        "init_images": [b64_png(init)], "resize_mode": 0, "denoising_strength": 0.75, "image_cfg_scale": 1.5,
+        "mask": b64_png(square_mask(64)), "mask_blur": 4, "inpainting_fill": 0, "inpaint_full_res": True,
+        "inpaint_full_res_padding": 0, "inpainting_mask_invert": 0, "initial_noise_multiplier": 1,
+        "prompt": "a cube", "styles": [], "seed": 21, "subseed": -1, "subseed_strength": 0, "seed_resize_from_h": 0,
+        "seed_resize_from_w": 0, "sampler_name": "Euler a", "batch_size": 1, "n_iter": 1, "steps": 2,
+        "cfg_scale": 7.0, "width": 64, "height": 64, "restore_faces": False, "tiling": False,
+        "do_not_save_samples": False, "do_not_save_grid": False, "negative_prompt": "", "eta": 1.0, "s_churn": 0,
+        "s_tmax": 0, "s_tmin": 0, "s_noise": 1, "override_settings": {}, "override_settings_restore_afterwards": True,
+        "script_args": [], "include_init_images": False, "script_name": None, "send_images": True,
+        "save_images": False, "alwayson_scripts": {}, "sampler_index": "Euler a",
+    }
+    response = client.post("img2img", body)
+    info = info_of(response)
+    text = info["infotexts"][0]
+    assert "Mask blur: 4" in text and "Masked content: fill" in text and "Inpaint area: Only masked" in text
+    assert info["seed"] == 21 and info["easel_ignored"] == ["image_cfg_scale"]
+    assert decode(response.json()["images"][0]).size == (64, 64)
