@@ -142,8 +142,10 @@ def params_for(infotext: str, ctx: UIContext, *, keep_mode: bool = False) -> dic
     """Form values from an infotext (every extension reads its keys through `infotext_pasted`)."""
     if not infotext:
         return {}
-    req = request_from_infotext(infotext, ctx.plugins, ctx.engine.manager).request
-    values = form.form_from_request(req)
+    pasted = request_from_infotext(infotext, ctx.plugins, ctx.engine.manager)
+    for notice in pasted.notices:  # e.g. a LoRA the image used that is not installed here
+        gr.Warning(notice)
+    values = form.form_from_request(pasted.request)
     if keep_mode:
         values.pop("denoising_strength", None)
     return values
