@@ -83,7 +83,7 @@ def names(plugins: Plugins) -> dict[str, str]:
 
 def test_broken_drop_ins_are_listed_and_the_rest_generates(paths):
     plugins = Plugins().load(entry_points_too=False, folder=paths.data_dir / "extensions")
-    assert names(plugins) == {"checkpoints": "built-in", "good": "folder", "pkg": "folder"}
+    assert names(plugins) == {"checkpoints": "built-in", "lora": "built-in", "good": "folder", "pkg": "folder"}
     assert {i.name: (i.version, i.hooks) for i in plugins.infos()}["good"] == ("0.3", ("infotext_params",))
     failed = {f.name: f for f in plugins.failures}
     assert sorted(failed) == ["broken", "typo"] and {f.source for f in failed.values()} == {"folder"}
@@ -106,7 +106,7 @@ def test_load_plugins_env_and_disabled_filter_by_name(paths, monkeypatch):
     none = Plugins().load(folder=folder)
     assert names(none) == {} and none.failures == []
     monkeypatch.delenv("EASEL_LOAD_PLUGINS")
-    some = Plugins().load(entry_points_too=False, folder=folder, disabled=["good", "checkpoints"])
+    some = Plugins().load(entry_points_too=False, folder=folder, disabled=["good", "checkpoints", "lora"])
     assert names(some) == {"pkg": "folder"} and sorted(f.name for f in some.failures) == ["broken", "typo"]
 
 
@@ -169,7 +169,7 @@ def test_registry_and_ui_hooks_collect_through_register_callbacks():
     plugins = Plugins.builtin()
     plugins.register(Registries(), "hello")
     assert plugins.extra_networks()["hello"].list_items() == [{"name": "wave"}]
-    assert [s.key for s in plugins.settings()] == ["hello_greeting"]
+    assert [s.key for s in plugins.settings()] == ["hello_greeting", "lora_fuse"]  # the built-in LoRA's last
     (route,) = plugins.routes()
     assert (route.path, route.methods, route.endpoint()) == ("/hello/v1/greet", ("GET",), {"greeting": "Hello"})
     tabs: list[UITab] = []

@@ -27,7 +27,7 @@ from webui.hooktypes import APIScript, ExtraNetworkType, Route, Setting
 
 log = logging.getLogger(__name__)
 
-BUILTIN_PLUGINS = ("checkpoints",)  # packages under extensions/, registered by default
+BUILTIN_PLUGINS = ("checkpoints", "lora")  # packages under extensions/, registered by default
 ENTRY_POINT_GROUP = "easel"
 ONLY_ENV = "EASEL_LOAD_PLUGINS"  # "a,b": load only these; "": load none
 
