@@ -39,6 +39,10 @@ def api(tiny_checkpoint, tmp_path_factory):
     data = tmp_path_factory.mktemp("api-data")
     paths = linked_paths(data, {"tiny-sd1.safetensors": tiny_checkpoint("sd1"),
                                 "tiny-sdxl.safetensors": tiny_checkpoint("sdxl-base")})
+    from lora_files import kohya, write
+    from webui.models.tiny import tiny_pipeline
+
+    write(paths.folder("lora"), "film", kohya(tiny_pipeline("sd1", seed=0), "ldm", seed=1))
     (data / "styles.csv").write_text('name,prompt,negative_prompt\nshiny,"{prompt}, shiny",dull\n', encoding="utf-8")
     plugins = Plugins.builtin()
     engine = Engine(ModelManager(paths, plugins=plugins), plugins=plugins)
@@ -240,3 +244,20 @@ def test_the_webuiapi_img2img_payload_inpaints(api):
     assert "Mask blur: 4" in text and "Masked content: fill" in text and "Inpaint area: Only masked" in text
     assert info["seed"] == 21 and info["easel_ignored"] == ["image_cfg_scale"]
     assert decode(response.json()["images"][0]).size == (64, 64)
+
+
+def test_loras_are_listed_refreshed_and_applied_from_the_prompt(api):
+    client, engine, _ = api
+    listed = client.get("loras").json()
+    assert [x["name"] for x in listed] == ["film"] and set(listed[0]) >= {"name", "alias", "path", "metadata"}
+    base = client.post("txt2img", {"prompt": "a cube", "seed": 4, **SMALL}).json()["images"][0]
+    with_lora = client.post("txt2img", {"prompt": "a cube <lora:film:1>", "seed": 4, **SMALL})
+    info = info_of(with_lora)
+    assert info["extra_generation_params"]["Lora hashes"].startswith("film: ")
+    assert with_lora.json()["images"][0] != base  # the LoRA changed the picture
+    (engine.manager.paths.folder("lora") / "film.safetensors").rename(engine.manager.paths.folder("lora") / "grain.safetensors")
+    assert [x["name"] for x in client.get("loras").json()] == ["film"]  # listed from the cache until a refresh
+    assert client.post("refresh-loras").status_code == 200
+    assert [x["name"] for x in client.get("loras").json()] == ["grain"]
+    missing = info_of(client.post("txt2img", {"prompt": "a cube <lora:film:1>", **SMALL}))
+    assert any("film" in n and "not found" in n for n in missing["easel_notices"])
