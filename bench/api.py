@@ -13,20 +13,18 @@ Usage: python bench/api.py [--models tiny,sd15] [--size 256] [--steps 4] [--reps
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+
+from bench.common import alternate, describe, ratio_parser  # noqa: E402
 
 
 def measure(model: str, args) -> tuple[float, float]:
@@ -66,35 +64,16 @@ def measure(model: str, args) -> tuple[float, float]:
 
         same = np.array_equal(np.asarray(api().convert("RGB")), np.asarray(direct().convert("RGB")))  # + warm-up
         assert same, "the API and the engine gave different pixels for the same request"
-        times: dict[str, list[float]] = {"direct": [], "api": []}
-        for _ in range(args.reps):
-            for name, fn in (("direct", direct), ("api", api)):
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                fn()
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - start)
-    return statistics.median(times["direct"]), statistics.median(times["api"])
+        med = alternate({"direct": direct, "api": api}, args.reps, args.device)
+    return med["direct"], med["api"]
 
 
 def main() -> None:
     from webui.cli import quiet_libraries
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="tiny,sd15")
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--sampler", default="Euler")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--dir", default="/tmp/easel-bench-overhead")
-    args = p.parse_args()
+    args = ratio_parser(__doc__, reps=5).parse_args()
     quiet_libraries()
-    print(f"device={args.device} dtype={args.dtype} size={args.size} steps={args.steps} sampler={args.sampler} "
-          f"reps={args.reps} torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(describe(args))
     print(f"{'model':8} {'direct s':>9} {'api s':>8} {'ratio':>6} {'added ms':>9}")
     for model in args.models.split(","):
         direct, api = measure(model, args)

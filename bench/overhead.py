@@ -12,16 +12,15 @@ Usage: python bench/overhead.py [--models tiny,sd15] [--size 256] [--steps 4] [-
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import alternate, describe, ratio_parser  # noqa: E402
 
 
 def prepare(model: str, folder: Path) -> Path:
@@ -67,37 +66,18 @@ def measure(model: str, args) -> tuple[float, float]:
     def ours() -> None:
         engine.generate(request)
 
-    times: dict[str, list[float]] = {"raw": [], "engine": []}
-    for name, fn in (("raw", raw), ("engine", ours)):
-        fn()  # warm-up: first-call allocations, hash of the model file for the infotext
-    for _ in range(args.reps):
-        for name, fn in (("raw", raw), ("engine", ours)):
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if args.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - start)
-    return statistics.median(times["raw"]), statistics.median(times["engine"])
+    raw()  # warm-up: first-call allocations
+    ours()  # and the hash of the model file for the infotext
+    med = alternate({"raw": raw, "engine": ours}, args.reps, args.device)
+    return med["raw"], med["engine"]
 
 
 def main() -> None:
     from webui.cli import quiet_libraries
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="tiny,sd15")
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--sampler", default="Euler")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--dir", default="/tmp/easel-bench-overhead")
-    args = p.parse_args()
+    args = ratio_parser(__doc__, reps=3).parse_args()
     quiet_libraries()
-    print(f"device={args.device} dtype={args.dtype} size={args.size} steps={args.steps} sampler={args.sampler} "
-          f"reps={args.reps} torch={torch.__version__} threads={torch.get_num_threads()}")
+    print(describe(args))
     print(f"{'model':8} {'raw s':>8} {'engine s':>9} {'ratio':>6}")
     for model in args.models.split(","):
         raw, ours = measure(model, args)
