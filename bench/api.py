@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench.common import alternate, describe, ratio_parser  # noqa: E402
+from bench.common import alternate, run_ratio  # noqa: E402
 
 
 def measure(model: str, args) -> tuple[float, float]:
@@ -68,17 +68,5 @@ def measure(model: str, args) -> tuple[float, float]:
     return med["direct"], med["api"]
 
 
-def main() -> None:
-    from webui.cli import quiet_libraries
-
-    args = ratio_parser(__doc__, reps=5).parse_args()
-    quiet_libraries()
-    print(describe(args))
-    print(f"{'model':8} {'direct s':>9} {'api s':>8} {'ratio':>6} {'added ms':>9}")
-    for model in args.models.split(","):
-        direct, api = measure(model, args)
-        print(f"{model:8} {direct:9.3f} {api:8.3f} {api / direct:6.3f} {(api - direct) * 1000:9.1f}", flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    run_ratio(__doc__, 5, measure, ("direct", "api"))

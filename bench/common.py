@@ -41,3 +41,17 @@ def ratio_parser(doc: str, reps: int) -> argparse.ArgumentParser:
 def describe(args: argparse.Namespace) -> str:
     return (f"device={args.device} dtype={args.dtype} size={args.size} steps={args.steps} sampler={args.sampler} "
             f"reps={args.reps} torch={torch.__version__} threads={torch.get_num_threads()}")
+
+
+def run_ratio(doc: str, reps: int, measure, names: tuple[str, str]) -> None:
+    """Parse the flags, then for each model print `measure(model, args)` -> (baseline s, ours s) and the ratio."""
+    from webui.cli import quiet_libraries
+
+    args = ratio_parser(doc, reps).parse_args()
+    quiet_libraries()
+    print(describe(args))
+    base, ours = names
+    print(f"{'model':8} {base + ' s':>10} {ours + ' s':>10} {'ratio':>6} {'added ms':>9}")
+    for model in args.models.split(","):
+        a, b = measure(model, args)
+        print(f"{model:8} {a:10.3f} {b:10.3f} {b / a:6.3f} {(b - a) * 1000:9.1f}", flush=True)

@@ -20,7 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import alternate, describe, ratio_parser  # noqa: E402
+from bench.common import alternate, run_ratio  # noqa: E402
 
 
 def prepare(model: str, folder: Path) -> Path:
@@ -72,17 +72,5 @@ def measure(model: str, args) -> tuple[float, float]:
     return med["raw"], med["engine"]
 
 
-def main() -> None:
-    from webui.cli import quiet_libraries
-
-    args = ratio_parser(__doc__, reps=3).parse_args()
-    quiet_libraries()
-    print(describe(args))
-    print(f"{'model':8} {'raw s':>8} {'engine s':>9} {'ratio':>6}")
-    for model in args.models.split(","):
-        raw, ours = measure(model, args)
-        print(f"{model:8} {raw:8.3f} {ours:9.3f} {ours / raw:6.3f}", flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    run_ratio(__doc__, 3, measure, ("raw", "engine"))
