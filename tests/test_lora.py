@@ -18,6 +18,7 @@ import lora_files as lf
 from engine_helpers import linked_paths, picture, pixels
 from webui import hookimpl
 from webui.generation.engine import Engine, EngineOptions
+from webui.generation.params import request_from_infotext
 from webui.generation.progress import JobControl
 from webui.generation.request import GenerationRequest, Mode
 from webui.models.manager import ModelManager
@@ -86,6 +87,28 @@ def test_a_stack_from_the_request_equals_the_prompt_tag_and_lyco_is_an_alias(sd1
     assert same(split, image(sd1.engine, "a cube <lora:a:1:0>"))
     with pytest.raises(ValueError, match="not a number"):
         generate(sd1.engine, "a cube <lora:a:lots>")
+
+
+def test_the_ui_sections_slots_equal_prompt_tags_and_add_to_them(sd1):
+    slots = {"lora_1": "a", "weight_1": 0.5, "lora_2": "", "weight_2": 1, "lora_3": None, "lora_10": "b", "weight_10": 0.7}
+    result = generate(sd1.engine, "a cube", extensions={"lora": slots})
+    assert same(pixels(result.images[0].image), image(sd1.engine, "a cube <lora:a:0.5> <lora:b:0.7>"))
+    assert "Lora hashes: \"a: " in result.infotexts[0] and ", b: " in result.infotexts[0]
+    summed = image(sd1.engine, "a cube <lora:a:0.5>", extensions={"lora": {"lora_1": "a", "weight_1": 0.3}})
+    assert same(summed, image(sd1.engine, "a cube <lora:a:0.8>"))  # a file named twice: weights add up
+    with pytest.raises(ValueError, match="not a number"):
+        generate(sd1.engine, "a cube", extensions={"lora": {"lora_1": "a", "weight_1": "lots"}})
+
+
+def test_slots_and_stacks_are_recorded_as_tags_and_a_pasted_infotext_gives_the_same_picture(sd1):
+    fields = {"lora_1": "a", "weight_1": 0.5, "stack": [{"name": "b", "te": 0.25, "unet": 1}]}
+    result = generate(sd1.engine, "a cube", extensions={"lora": fields})
+    assert 'Lora stack: "<lora:b:0.25:1> <lora:a:0.5>"' in result.infotexts[0]  # the stack comes before slots
+    pasted = request_from_infotext(result.infotexts[0], sd1.engine.plugins, sd1.engine.manager).request
+    assert pasted.prompt == "a cube <lora:b:0.25:1> <lora:a:0.5>" and "lora" not in pasted.extensions
+    again = sd1.engine.generate(pasted)
+    assert same(pixels(again.images[0].image), pixels(result.images[0].image))
+    assert "Lora stack" not in again.infotexts[0]  # now they are tags in the prompt
 
 
 def test_img2img_takes_loras_too(sd1):

@@ -47,7 +47,7 @@ def test_serves_ui_and_api_on_loopback_only(server):
     page = httpx.get(server.url + "/", timeout=30)
     assert page.status_code == 200 and "gradio" in page.text.lower()
     listed = httpx.get(server.url + "/easel/v1/extensions", timeout=30).json()
-    assert [e["name"] for e in listed["extensions"]] == ["checkpoints"]
+    assert [e["name"] for e in listed["extensions"]] == ["checkpoints", "lora"]
     assert httpx.get(server.url + "/sdapi/v1/options", timeout=30).status_code == 404  # A1111's API needs --api
     assert server.url == f"http://127.0.0.1:{server.port}"
     for address in other_addresses():

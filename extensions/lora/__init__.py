@@ -3,6 +3,7 @@ every common file format, through the public hooks only (docs/lora.md is the use
 
 Per-request options live in `request.extensions["lora"]`:
     {"stack": [{"name": "<file, alias or hash>", "weight": 0.8, "te": optional, "unet": optional}]}
+and the UI section's slots, {"lora_1": "<name>", "weight_1": 0.8, "lora_2": ...} (`ui.py`).
 After `prepare_pipeline` it also holds what the job did: "applied" ([{name, hash}]) and "skipped"
 ([{name, reason}]), which `infotext_params` writes as `Lora hashes` / `Lora skipped`."""
 
@@ -10,11 +11,12 @@ from __future__ import annotations
 
 import re
 
-from extensions.lora import adapters
+from extensions.lora import adapters, ui
 from extensions.lora.library import library_for
-from extensions.lora.stack import Plan, plan, requested
+from extensions.lora.stack import Plan, StackItem, from_fields, plan, requested
+from extensions.lora.ui import tag_name
 from webui import hookimpl
-from webui.hooktypes import ExtraNetworkType, Setting
+from webui.hooktypes import ExtraNetworkType, Setting, UISection
 
 NAME = "lora"
 __version__ = "1.0"
@@ -38,6 +40,13 @@ def register_settings(register):
                           "are restored exactly afterwards."))
 
 
+@hookimpl
+def ui_section(tab, register, engine):
+    """The stack's slots and the extra-networks browser; inpaint shares img2img's section."""
+    if tab in ("txt2img", "img2img", "inpaint"):
+        register(UISection(NAME, "LoRA", lambda: ui.build_section(tab, engine.manager)))
+
+
 @hookimpl(wrapper=True)
 def prepare_pipeline(pipeline, request, model, manager, notices):
     items = requested(request)
@@ -55,7 +64,7 @@ def prepare_pipeline(pipeline, request, model, manager, notices):
     try:
         active = _load(pipeline, state, stack_plan)
         notices.extend(stack_plan.notices)
-        _record(request, library, stack_plan)
+        _record(request, library, stack_plan, from_fields(request))
         adapters.evict(pipeline, state, keep={str(p.entry.path) for p in stack_plan.loras})
         session.apply(active, fuse=_fuse(request))
         return (yield)
@@ -84,8 +93,8 @@ def _load(pipeline, state, stack_plan: Plan) -> list[adapters.Active]:
 
 def _forget_results(request) -> None:
     opts = request.extensions.get(NAME)
-    if isinstance(opts, dict) and ("applied" in opts or "skipped" in opts):
-        request.extensions[NAME] = {k: v for k, v in opts.items() if k not in ("applied", "skipped")}
+    if isinstance(opts, dict) and ("applied" in opts or "skipped" in opts or "stack_tags" in opts):
+        request.extensions[NAME] = {k: v for k, v in opts.items() if k not in ("applied", "skipped", "stack_tags")}
 
 
 def _fuse(request) -> bool:
@@ -93,11 +102,23 @@ def _fuse(request) -> bool:
     return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
 
 
-def _record(request, library, stack_plan: Plan) -> None:
-    """What the job applied and skipped, for `infotext_params` (a new dict: the caller's stays as it was)."""
+def _record(request, library, stack_plan: Plan, fields: list[StackItem]) -> None:
+    """What the job applied and skipped, for `infotext_params` (a new dict: the caller's stays as it was),
+    and the LoRAs from the stack/slots as tags (found ones only), which the prompt does not show."""
     applied = [{"name": p.label, "hash": library.with_hash(p.entry)[:12]} for p in stack_plan.loras]
     skipped = [{"name": name, "reason": reason} for name, reason in stack_plan.skipped]
-    request.extensions[NAME] = {**(request.extensions.get(NAME) or {}), "applied": applied, "skipped": skipped}
+    tags = []
+    for item in fields:
+        entry = library.find(item.name)
+        if entry is not None:
+            weights = _weight(item.te) if item.te == item.unet else f"{_weight(item.te)}:{_weight(item.unet)}"
+            tags.append(f"<lora:{tag_name(library, entry)}:{weights}>")
+    request.extensions[NAME] = {**(request.extensions.get(NAME) or {}), "applied": applied, "skipped": skipped,
+                                "stack_tags": tags}
+
+
+def _weight(value: float) -> str:
+    return f"{value:g}"
 
 
 @hookimpl
@@ -106,7 +127,8 @@ def infotext_params(request):
     hashes = {d["name"].translate(_HASH_SYMBOLS): d["hash"] for d in done.get("applied") or []}
     skipped = [f"{d['name'].translate(_HASH_SYMBOLS)}: {d['reason']}" for d in done.get("skipped") or []]
     return {"Lora hashes": ", ".join(f"{k}: {v}" for k, v in hashes.items()) or None,
-            "Lora skipped": ", ".join(skipped) or None}
+            "Lora skipped": ", ".join(skipped) or None,
+            "Lora stack": " ".join(done.get("stack_tags") or []) or None}
 
 
 @hookimpl
@@ -116,6 +138,9 @@ def infotext_pasted(params, request, manager, notices):
     neither way are named in a notice."""
     raw = params.pop("Lora hashes", None)
     params.pop("Lora skipped", None)
+    stack_tags = params.pop("Lora stack", "")
+    if stack_tags:  # LoRAs the UI's slots or an API stack added: back as tags, which give the same picture
+        request.prompt = f"{request.prompt} {stack_tags}".strip()
     hashes = {}
     for part in (raw or "").split(","):
         name, _, digest = part.partition(":")

@@ -8,12 +8,14 @@ forms `te=`, `unet=` (`dyn=` is accepted and ignored). `<lyco:...>` is the same.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from extensions.lora.layout import fits, mismatch
 from extensions.lora.library import LoraEntry, LoraLibrary
 
 TAGS = ("lora", "lyco")
+SLOT = re.compile(r"lora_(\d+)")  # the UI section's slots: "lora_1" (a name) with "weight_1"
 
 
 @dataclass(frozen=True)
@@ -80,16 +82,39 @@ def from_stack(item) -> StackItem:
     return StackItem(item["name"].strip(), te, unet)
 
 
+def from_slots(opts: dict) -> list[StackItem]:
+    """The UI section's slots in slot order: `lora_<n>` a name (empty: an unused slot), `weight_<n>` its
+    weight for both parts (1 when absent)."""
+    numbered = sorted((int(m[1]), key) for key in opts if (m := SLOT.fullmatch(key)))
+    items = []
+    for n, key in numbered:
+        name = opts[key]
+        if name is None or (isinstance(name, str) and not name.strip()):
+            continue
+        if not isinstance(name, str):
+            raise ValueError(f"extensions.lora.{key} must be a LoRA name, got {name!r}")
+        weight = opts.get(f"weight_{n}")
+        weight = _number(1.0 if weight is None else weight, f"LoRA {name.strip()!r} weight")
+        items.append(StackItem(name.strip(), weight, weight))
+    return items
+
+
 def requested(request) -> list[StackItem]:
-    """Prompt tags in order, then the UI/API stack."""
-    items = [from_tag(tag, call.args) for tag in TAGS for call in request.extra_networks.get(tag, [])]
+    """Prompt tags in order, then the API stack, then the UI section's slots."""
+    return [from_tag(tag, call.args) for tag in TAGS for call in request.extra_networks.get(tag, [])] + \
+        from_fields(request)
+
+
+def from_fields(request) -> list[StackItem]:
+    """What the request asks for besides prompt tags: the API stack, then the UI section's slots. Unlike
+    tags, these are not in the prompt, so the infotext records them (`Lora stack`)."""
     opts = request.extensions.get("lora") or {}
     if not isinstance(opts, dict):
         raise ValueError("extensions.lora must be an object like {'stack': [{'name': ..., 'weight': ...}]}")
     stack = opts.get("stack") or []
     if not isinstance(stack, list):
         raise ValueError("extensions.lora.stack must be a list of {'name': ..., 'weight': ...}")
-    return items + [from_stack(i) for i in stack]
+    return [from_stack(i) for i in stack] + from_slots(opts)
 
 
 def plan(items: list[StackItem], library: LoraLibrary, arch: str) -> Plan:
