@@ -12,7 +12,8 @@ import torch
 from extensions.lora.library import lora_hash
 from tests import lora_files as lf
 from tests.engine_helpers import picture
-from tests.test_ui_browser import LONG, browser, choose, set_number, shot, small_job, wait_result  # noqa: F401
+# browser and page come from the UI tests (page opens this module's server)
+from tests.test_ui_browser import LONG, browser, choose, page, set_number, shot, small_job, wait_result  # noqa: F401
 from tests.ui_server import Server, data_dir_with
 from webui.models.tiny import tiny_pipeline
 
@@ -32,16 +33,6 @@ def server(tmp_path_factory, tiny_checkpoint):
     s.hashes = {"ink": lora_hash(s_ink)[:12], SOFT: lora_hash(s_soft)[:12]}
     yield s
     assert s.stop() == 0
-
-
-@pytest.fixture
-def page(browser, server):  # noqa: F811
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.goto(server.url)
-    page.wait_for_selector("#txt2img_prompt textarea", timeout=LONG)
-    yield page
-    context.close()
 
 
 def open_section(page, tab: str) -> None:
