@@ -198,12 +198,12 @@ def test_apply_to_engine_sets_options_and_extension_settings(engine, path):
     apply_to_engine(config, engine)
     assert options(engine) == (True, "png", 2)
     assert engine.options.outdir is not None  # the other options are kept
-    assert engine.settings == {"hello_greeting": "Hello"}
+    assert engine.settings == {"hello_greeting": "Hello", "lora_fuse": False}
     config.on_change(lambda changed: apply_to_engine(config, engine))
     config.update({"samples_save": False, "samples_format": "webp", "show_progress_every_n_steps": 0,
                    "CLIP_stop_at_last_layers": 2, "hello_greeting": "Hi"})
     assert options(engine) == (False, "webp", 0)
-    assert engine.settings == {"hello_greeting": "Hi"} and not CORE_KEYS & set(engine.settings)
+    assert engine.settings == {"hello_greeting": "Hi", "lora_fuse": False} and not CORE_KEYS & set(engine.settings)
 
 
 def test_a_saved_extension_setting_reaches_the_job(engine, path):

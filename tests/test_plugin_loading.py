@@ -177,8 +177,9 @@ def test_registry_and_ui_hooks_collect_through_register_callbacks():
     assert [t.name for t in tabs] == ["hello"]
     sections: dict[str, list[UISection]] = {tab: [] for tab in ("txt2img", "img2img", "inpaint")}
     for tab, found in sections.items():
-        plugins.call_each("ui_section", tab=tab, register=found.append)
-    assert [s.name for s in sections["txt2img"]] == ["hello"] and sections["img2img"] == sections["inpaint"] == []
+        plugins.call_each("ui_section", tab=tab, register=found.append, engine=None)
+    names = {tab: [s.name for s in found] for tab, found in sections.items()}
+    assert names == {"txt2img": ["hello", "lora"], "img2img": ["lora"], "inpaint": ["lora"]}  # the built-in LoRA's too
     assert sections["txt2img"][0].build() == {"greeting": "a gradio component"}
 
 
