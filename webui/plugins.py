@@ -173,6 +173,14 @@ class Plugins:
         self.call_each("register_api_scripts", register=lambda s: found.setdefault(s.title.lower(), s))
         return found
 
+    def model_defaults(self, model) -> dict[str, Any]:
+        """Every extension's `model_defaults` merged; where two set a key, the one called first (registered
+        last) wins, so a third party overrides a built-in."""
+        merged: dict[str, Any] = {}
+        for _, defaults in reversed(self.call_each("model_defaults", model=model)):
+            merged.update(defaults)
+        return merged
+
     def routes(self) -> list[Route]:
         found: list[Route] = []
         self.call_each("register_routes", register=found.append)

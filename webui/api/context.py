@@ -43,9 +43,7 @@ class APIContext:
         model = self._model_without_loading((override_settings or {}).get("sd_model_checkpoint"))
         if model is not None:
             try:
-                found: dict[str, Any] = {}
-                for _, d in reversed(self.plugins.call_each("model_defaults", model=model)):
-                    found.update(d)
+                found = self.plugins.model_defaults(model)
                 defaults.update({k: v for k, v in found.items() if k in DEFAULTS_FROM_MODEL})
             except Exception as e:  # an extension's model_defaults bug must not refuse the request
                 log.warning("model_defaults failed for the API request: %s", e)

@@ -44,8 +44,9 @@ def add_info_routes(app: fastapi.FastAPI, ctx: APIContext) -> None:
     def set_options(body: dict[str, Any]) -> None:
         """Change settings; `sd_model_checkpoint` loads that model now (in the job queue's turn)."""
         changes = dict(body)
+        current = {"outdir_samples": str(ctx.engine.options.outdir or "")}  # what GET options reports
         for key, why in READ_ONLY_OPTIONS.items():
-            if key in changes and changes[key] != get_options().get(key):
+            if key in changes and changes[key] != current[key]:
                 raise APIError(422, f"{key}: {why}", "SettingsError")
         checkpoint = changes.pop("sd_model_checkpoint", None)
         if checkpoint:

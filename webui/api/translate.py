@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from webui import __version__
@@ -54,19 +55,16 @@ def to_request(body: Txt2ImgRequest, mode: Mode, plugins, defaults: dict[str, An
     req.seed_resize_from_w, req.seed_resize_from_h = max(body.seed_resize_from_w, 0), max(body.seed_resize_from_h, 0)
     req.width = body.width if "width" in sent else None
     req.height = body.height if "height" in sent else None
-    sampler = body.sampler_name or (body.sampler_index if "sampler_index" in sent else None)
-    if sampler is None and "sampler" in defaults:
-        sampler = defaults["sampler"]
-    sampler = sampler or "Euler"
-    _, legacy_schedule = _sampler(sampler)
-    req.sampler = sampler
-    schedule = body.scheduler or (None if legacy_schedule else defaults.get("schedule_type")) or "Automatic"
+    req.sampler = (body.sampler_name or (body.sampler_index if "sampler_index" in sent else None)
+                   or defaults.get("sampler") or "Euler")
+    _, legacy_schedule = _sampler(req.sampler)  # "DPM++ 2M Karras": the name carries its schedule
     if body.scheduler:
         try:
             find_schedule_type(body.scheduler)
         except ValueError as e:
             raise FieldError("scheduler", str(e)) from None
-    req.schedule_type = legacy_schedule.label if legacy_schedule and not body.scheduler else schedule
+    req.schedule_type = body.scheduler or (legacy_schedule.label if legacy_schedule else None) \
+        or defaults.get("schedule_type") or "Automatic"
     for name in ("steps", "cfg_scale"):
         if name not in sent and name in defaults:
             setattr(req, name, defaults[name])
@@ -214,8 +212,6 @@ def info(result: GenerationResult, body: Txt2ImgRequest, ignored: list[str]) -> 
 
 
 def _vae_name(model: LoadedModel) -> str | None:
-    from pathlib import Path
-
     return Path(model.vae).name if model.vae else None
 
 

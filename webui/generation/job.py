@@ -71,9 +71,7 @@ class Job:
         plugins, req = self.plugins, self.request
         plugins.call_each("before_generate", request=req, model=loaded)
         if req.width is None or req.height is None:
-            defaults: dict = {}
-            for _, d in reversed(plugins.call_each("model_defaults", model=loaded)):  # first in call order wins
-                defaults.update(d)
+            defaults = plugins.model_defaults(loaded)
             req.width = defaults.get("width") if req.width is None else req.width  # 0 stays 0: refused below
             req.height = defaults.get("height") if req.height is None else req.height
         req, notices = req.validate(self.engine.options.limits, loaded.family.default_size)

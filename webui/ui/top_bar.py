@@ -36,13 +36,6 @@ def build_top_bar(ctx: UIContext) -> tuple[dict[str, Any], Any, list[str]]:
     return fields, status, failures
 
 
-def model_defaults(ctx: UIContext, model) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for _, d in reversed(ctx.plugins.call_each("model_defaults", model=model)):  # first in call order wins
-        found.update(d)
-    return found
-
-
 def wire_top_bar(ctx: UIContext, fields: dict[str, Any], status, tabs: list[GenerationTab]) -> None:
     if not fields:
         return
@@ -59,7 +52,7 @@ def wire_top_bar(ctx: UIContext, fields: dict[str, Any], status, tabs: list[Gene
         try:
             with ctx.engine.exclusive():
                 model = ctx.plugins.first("select_model", request=req, manager=ctx.manager) or ctx.manager.load(None)
-            new = model_defaults(ctx, model)
+            new = ctx.plugins.model_defaults(model)
         except Exception as e:
             log.error("top bar: %s", e)
             return {status: message_html(form.refusal(e))}
