@@ -161,23 +161,62 @@ def test_fused_gives_the_unfused_picture_and_restores_the_base_exactly(sd1):
 def test_fused_and_unfused_unet_outputs_agree_within_float_rounding(sd1):
     from extensions.lora import adapters
     from extensions.lora.library import library_for
+    from extensions.lora.session import Active, StackSession
 
     pipe = sd1.engine.manager.load(None).pipeline
     state = adapters.state_for(pipe)
-    stack = [adapters.Active(adapters.load(pipe, state, library_for(sd1.engine.manager).find("soft")), 1.0, 0.7)]
+    stack = [Active(adapters.load(pipe, state, library_for(sd1.engine.manager).find("soft")), 1.0, 0.7)]
     gen = torch.Generator().manual_seed(0)
     x, ctx = torch.randn(2, 4, 8, 8, generator=gen), torch.randn(2, 77, 32, generator=gen)
     with torch.no_grad():
         base = pipe.unet(x, 500, ctx).sample
         out = {}
         for fuse in (False, True):
-            session = adapters.StackSession(pipe, state)
+            session = StackSession(pipe, state)
             session.apply(stack, fuse)
             out[fuse] = pipe.unet(x, 500, ctx).sample
             session.undo()
         assert torch.equal(pipe.unet(x, 500, ctx).sample, base)
     drift = (out[True] - out[False]).abs().max() / out[False].abs().max()
     assert not torch.equal(out[False], base) and drift < 1e-6
+
+
+def test_a_fused_stack_is_reused_while_unchanged_and_recomputed_after_a_change_or_a_move(sd1):
+    from extensions.lora import adapters
+    from extensions.lora.library import library_for
+    from extensions.lora.session import Active, StackSession, drop_stale_fused
+
+    pipe = sd1.engine.manager.load(None).pipeline
+    state = adapters.state_for(pipe)
+    soft = adapters.load(pipe, state, library_for(sd1.engine.manager).find("soft"))
+    gen = torch.Generator().manual_seed(0)
+    x, ctx = torch.randn(2, 4, 8, 8, generator=gen), torch.randn(2, 77, 32, generator=gen)
+
+    def run(weight: float):
+        session = StackSession(pipe, state)
+        session.apply([Active(soft, 1.0, weight)], fuse=True)
+        try:
+            with torch.no_grad():
+                in_use = {p.data.data_ptr() for p, _, _ in state.fused.weights}
+                assert in_use == {value.data_ptr() for _, _, value in state.fused.weights}
+                return pipe.unet(x, 500, ctx).sample, state.fused
+        finally:
+            session.undo()
+
+    with torch.no_grad():
+        base = pipe.unet(x, 500, ctx).sample
+    first, fused = run(0.7)
+    again, fused_again = run(0.7)
+    assert fused.weights and fused_again is fused and torch.equal(again, first)  # swapped in again, not redone
+    changed, fused_changed = run(0.4)
+    assert fused_changed is not fused and not torch.equal(changed, first)
+    with torch.no_grad():
+        assert torch.equal(pipe.unet(x, 500, ctx).sample, base)  # between jobs the weights are the base ones
+        pipe.unet.to(torch.float64).to(torch.float32)  # new tensors, as after a trip to RAM and back
+    drop_stale_fused(adapters.loaded_models())
+    assert state.fused is None  # the kept copy no longer matches the model: not kept
+    moved, fused_moved = run(0.4)
+    assert fused_moved is not fused_changed and torch.equal(moved, changed)
 
 
 class Failing:

@@ -12,6 +12,7 @@ import sys
 import threading
 
 from webui import __version__
+from webui.cpu_memory import prefer_huge_pages
 from webui.settings import Paths, RuntimeSettings
 
 
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
         argv = ["serve", *argv]
     args = build_parser().parse_args(argv)
+    prefer_huge_pages()  # before any command imports torch
     return args.func(args)
 
 

@@ -13,6 +13,7 @@ import re
 
 from extensions.lora import adapters, ui
 from extensions.lora.library import library_for
+from extensions.lora.session import Active, StackSession, drop_stale_fused
 from extensions.lora.stack import Plan, StackItem, from_fields, plan, requested
 from extensions.lora.ui import tag_name
 from webui import hookimpl
@@ -34,10 +35,10 @@ def register_extra_networks(register):
 
 @hookimpl
 def register_settings(register):
-    register(Setting(FUSE, False, "Fuse LoRAs into the weights for each job", section="LoRA",
-                     help="Steps as fast as without LoRAs; each job folds its stack in first (a fraction of a step) "
-                          "and holds a second copy of the patched layers while it runs. The base weights "
-                          "are restored exactly afterwards."))
+    register(Setting(FUSE, False, "Fuse LoRAs into the weights", section="LoRA",
+                     help="Steps as fast as without LoRAs. A new stack or new weights are folded in first (a "
+                          "fraction of a step); the next job with the same stack reuses them at no cost. Holds a "
+                          "second copy of the patched layers; jobs without LoRAs still get the base weights exactly."))
 
 
 @hookimpl
@@ -53,6 +54,7 @@ def prepare_pipeline(pipeline, request, model, manager, notices):
     if not hasattr(pipeline, "load_lora_weights"):  # a job_pipeline without diffusers' LoRA mixin
         pipeline = model.pipeline  # the same shared modules, with the mixin
     state = adapters.state_for(pipeline)
+    drop_stale_fused(adapters.loaded_models())
     if state.unfinished is not None:  # a previous job's undo failed: finish it before running anything
         state.unfinished.undo()
     if not items:
@@ -60,7 +62,7 @@ def prepare_pipeline(pipeline, request, model, manager, notices):
         return (yield)
     library = library_for(manager)
     stack_plan = plan(items, library, model.family.arch)
-    session = adapters.StackSession(pipeline, state)
+    session = StackSession(pipeline, state)
     try:
         active = _load(pipeline, state, stack_plan)
         notices.extend(stack_plan.notices)
@@ -72,7 +74,7 @@ def prepare_pipeline(pipeline, request, model, manager, notices):
         session.undo()
 
 
-def _load(pipeline, state, stack_plan: Plan) -> list[adapters.Active]:
+def _load(pipeline, state, stack_plan: Plan) -> list[Active]:
     """Load each planned file (cached per model); a file that cannot go on this model is skipped with a
     notice naming it, and the job runs without it."""
     active, kept = [], []
@@ -86,7 +88,7 @@ def _load(pipeline, state, stack_plan: Plan) -> list[adapters.Active]:
             stack_plan.skip(planned.label, "does not fit this model", f"LoRA '{planned.label}' skipped: {e}")
             continue
         kept.append(planned)
-        active.append(adapters.Active(loaded, planned.te, planned.unet))
+        active.append(Active(loaded, planned.te, planned.unet))
     stack_plan.loras = kept
     return active
 

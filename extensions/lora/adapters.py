@@ -1,11 +1,7 @@
-"""LoRAs on a loaded model. Each file is loaded once per model and kept: plain LoRA/LoCon as a diffusers
-(PEFT) adapter on the shared UNet and text encoders, LyCORIS/DoRA as tensors ready to patch. A job's
-stack is then only switched on around the job (`StackSession`): `set_adapters` with its weights, the
-patches added, optionally everything fused, and all of it undone afterwards, so the next job without
-LoRAs runs the base model bit for bit and no job ever reloads the base weights.
-
-Undo is exact: disabled PEFT adapters leave the base layer's output untouched, and a weight changed for
-the job (fused adapters, patches) ran on a new tensor while its original waited aside to be put back."""
+"""LoRA files on a loaded model. Each file is loaded once per model and kept: plain LoRA/LoCon as a
+diffusers (PEFT) adapter on the shared UNet and text encoders, LyCORIS/DoRA as tensors ready to patch.
+A job's stack is then only switched on around the job (`session.StackSession`), so no job ever reloads
+the base weights."""
 
 from __future__ import annotations
 
@@ -14,6 +10,7 @@ import warnings
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
@@ -21,8 +18,11 @@ from safetensors import safe_open
 
 from extensions.lora.layout import describe
 from extensions.lora.library import LoraEntry
-from extensions.lora.patches import PatchLayer, WeightPatch, patch_layers
-from extensions.lora.targets import TEXT_ENCODERS, ModuleTable, base_layer, peft_state_dict, resolve
+from extensions.lora.patches import PatchLayer, patch_layers
+from extensions.lora.targets import TEXT_ENCODERS, ModuleTable, peft_state_dict, resolve
+
+if TYPE_CHECKING:
+    from extensions.lora.session import FusedStack, StackSession
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class LoadedLora:
     components: frozenset[str]
     patches: list[PatchLayer] = field(default_factory=list)
     used: int = 0
+    ident: int = 0  # unique per model's state: a file reloaded after a change is a new LoRA for the fused cache
 
 
 @dataclass
@@ -54,6 +55,7 @@ class ModelLoras:
     serial: int = 0  # for adapter names
     clock: int = 0  # counts loads, for least-recently-used eviction
     unfinished: StackSession | None = None  # a session whose undo failed; retried before the next job
+    fused: FusedStack | None = None  # the last fused stack's weights, reused while the stack stays the same
 
 
 # Per loaded model, keyed by its UNet (the shared module every job of that model runs): the entry goes
@@ -71,6 +73,11 @@ def state_for(pipeline) -> ModelLoras:
 
 def forget(pipeline) -> None:
     _MODELS.pop(pipeline.unet, None)
+
+
+def loaded_models() -> list[ModelLoras]:
+    """Every loaded model's state (to drop fused weights a moved model no longer uses)."""
+    return list(_MODELS.values())
 
 
 def load(pipeline, state: ModelLoras, entry: LoraEntry) -> LoadedLora:
@@ -110,7 +117,7 @@ def load(pipeline, state: ModelLoras, entry: LoraEntry) -> LoadedLora:
         loaded = LoadedLora(entry.stamp, name, components)
     else:
         loaded = LoadedLora(entry.stamp, None, components, patch_layers(tensors, layout.modules, targets))
-    loaded.used = state.clock
+    loaded.used = loaded.ident = state.clock
     state.files[key] = loaded
     return loaded
 
@@ -156,7 +163,7 @@ def _delete_adapter(pipeline, name: str) -> None:
                 log.exception("could not delete LoRA adapter %s from the %s", name, component)
 
 
-def _tuner_layers(pipeline, components=COMPONENTS):
+def tuner_layers(pipeline, components=COMPONENTS):
     for name, model in _components(pipeline):
         if name in components:
             yield from (m for m in model.modules() if isinstance(m, BaseTunerLayer))
@@ -189,87 +196,3 @@ def _quiet():
             logger.removeFilter(quiet)
         if bars:
             hf_logging.enable_progress_bar()
-
-
-@dataclass
-class Active:
-    """One file of the job's stack with its weights."""
-
-    loaded: LoadedLora
-    te: float
-    unet: float
-
-    def weight(self, component: str) -> float:
-        return self.unet if component == "unet" else self.te
-
-
-class StackSession:
-    """One job's stack switched on over the shared modules; `undo()` puts them back exactly."""
-
-    def __init__(self, pipeline, state: ModelLoras):
-        self.pipeline, self.state = pipeline, state
-        self.patch = WeightPatch()
-        self.adapters_set = False
-
-    def apply(self, stack: list[Active], fuse: bool) -> None:
-        adapters = [a for a in stack if a.loaded.adapter]
-        if adapters:
-            self.adapters_set = True
-            names = [a.loaded.adapter for a in adapters]
-            self.pipeline.set_adapters(names, adapter_weights=[
-                {c: a.weight(c) for c in a.loaded.components} for a in adapters])
-            if fuse:
-                self._fuse(names)
-            else:
-                _enable(self.pipeline, True)
-        for active in stack:
-            for layer in active.loaded.patches:
-                multiplier = active.weight(layer.target.component)
-                if multiplier:
-                    weight = self.state.table.weight(layer.target)
-                    self.patch.add(weight, layer.delta(weight, multiplier))
-
-    def _fuse(self, names: list[str]) -> None:
-        """Fold the weighted adapters into the weights for this job and leave the adapters off, so a step
-        costs what a base step costs. PEFT's merge/unmerge would subtract the delta again afterwards (float
-        rounding: not the base bit for bit) and compute it twice, one GEMM per adapter; here one GEMM per
-        layer writes W + sum(s_i B_i A_i) into a new tensor and the original is kept aside."""
-        _enable(self.pipeline, False)
-        for layer in _tuner_layers(self.pipeline):
-            mine = [n for n in names if n in layer.lora_A]
-            if mine:
-                weight = base_layer(layer).weight
-                self.patch.replace(weight, _fused(weight, layer, mine))
-
-    def undo(self) -> None:
-        """Every step is tried even if one fails; the first failure is raised at the end."""
-        errors: list[BaseException] = []
-        steps = [self.patch.restore]
-        if self.adapters_set:
-            steps.append(lambda: _enable(self.pipeline, False))
-        for step in steps:
-            try:
-                step()
-            except Exception as e:
-                errors.append(e)
-        if errors:
-            self.state.unfinished = self
-            raise errors[0]
-        self.adapters_set = False
-        if self.state.unfinished is self:
-            self.state.unfinished = None
-
-
-def _fused(weight: torch.Tensor, layer, names: list[str]) -> torch.Tensor:
-    """W + sum_i scale_i * B_i @ A_i for a PEFT Linear or Conv2d LoRA layer (B is 1x1 for convs), in one GEMM."""
-    work = torch.float32 if weight.device.type == "cpu" and weight.dtype in (torch.float16, torch.bfloat16) \
-        else weight.dtype
-    with torch.no_grad():
-        down = torch.cat([layer.lora_A[n].weight.flatten(1) for n in names]).to(work)
-        up = torch.cat([layer.lora_B[n].weight.flatten(1) * layer.scaling[n] for n in names], dim=1).to(work)
-        return torch.addmm(weight.detach().flatten(1).to(work), up, down).view(weight.shape).to(weight.dtype)
-
-
-def _enable(pipeline, on: bool) -> None:
-    for layer in _tuner_layers(pipeline):
-        layer.enable_adapters(on)
