@@ -164,7 +164,7 @@ def per_generation(data_dir: Path, args: argparse.Namespace) -> None:
                                                      height=args.size, seed=seed, api_name="/txt2img")
             if "1 image" not in progress:
                 raise RuntimeError(f"the UI did not generate: {progress}")
-            return Image.open(gallery["value"][0]["image"])
+            return Image.open(gallery[0]["image"])
 
         def direct(seed: int) -> Image.Image:
             req = GenerationRequest(prompt=prompt, steps=args.steps, width=args.size, height=args.size, seed=seed)
@@ -204,6 +204,9 @@ def main() -> None:
     p.add_argument("--sd15-dir", default="/tmp/easel-bench-overhead")
     args = p.parse_args()
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    from webui.cpu_memory import prefer_huge_pages
+
+    prefer_huge_pages()  # the direct engine allocates like the `easel serve` it is compared with
     import torch
 
     from webui.cli import quiet_libraries

@@ -63,7 +63,7 @@ def test_named_endpoints_generate_with_infotext(server, data_dir):
     progress, _, gallery, info = client.predict(prompt="a red cube", steps=2, width=64, height=72, seed=11,
                                                 api_name="/txt2img")
     assert "1 image" in progress and "Seed: 11" in info and "Size: 64x72" in info
-    shown = Image.open(gallery["value"][0]["image"])
+    shown = Image.open(gallery[0]["image"])
     assert shown.size == (64, 72) and read_infotext(shown).startswith("a red cube\n")
     saved = list((data_dir / "outputs" / "txt2img-images").rglob("*-11.png"))
     assert len(saved) == 1 and read_infotext(Image.open(saved[0])) == read_infotext(shown)

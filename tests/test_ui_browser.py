@@ -251,10 +251,13 @@ def test_escape_interrupts_a_long_run(page):
     small_job(page, "txt2img", steps=150, size=128)
     page.locator("#txt2img_prompt textarea").press("Control+Enter")  # A1111's shortcut
     page.wait_for_function("document.querySelector('#txt2img_progress').innerText.includes('Step')", timeout=LONG)
+    page.wait_for_selector("#txt2img_live_preview img", state="visible", timeout=LONG)  # the live preview shows
+    assert page.locator("#txt2img_gallery img").count() == 0  # in place of the previous job's images
     page.keyboard.press("Escape")
     info = wait_result(page, "txt2img")
     assert "Interrupted" in page.inner_text("#txt2img_progress")
     assert "Steps: 150" in info  # the image of an interrupted job keeps its request's infotext
+    assert page.locator("#txt2img_live_preview").is_hidden()  # no empty preview box once the job is done
 
 
 def test_switch_checkpoint_to_sdxl_and_generate(page):

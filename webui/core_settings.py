@@ -20,6 +20,10 @@ CORE_SETTINGS = (
     Setting("sd_vae", "Automatic", "Default VAE (Automatic, None or a file in models/VAE)", section="Stable Diffusion"),
     Setting("show_progress_every_n_steps", 2, "Live preview every N sampling steps (0: no previews)",
             section="Live previews", minimum=0, maximum=32, step=1),
+    Setting("live_preview_refresh_period", 1000, "Progress bar and preview update period (ms)", section="Live previews",
+            minimum=100, maximum=5000, step=50,
+            help="How often the browser gets a running job's progress and newest preview (A1111's default: 1000). "
+                 "Each update costs server work that a fast job feels."),
 )
 CORE_KEYS = frozenset(s.key for s in CORE_SETTINGS)
 

@@ -51,20 +51,28 @@ def wire_generation_tab(tab: GenerationTab, ctx: UIContext, top_fields: dict[str
         except (form.FormError, ValueError) as e:
             yield {o["progress"]: message_html(form.refusal(e))}
             return
-        yield {o["progress"]: message_html("Starting…", kind="waiting"), o["preview"]: gr.Image(value=None, visible=True)}
+        # Every output gets a plain value in every update. An output left out of the dict, or given as a
+        # component or gr.update(), is a property update, for which Gradio rebuilds the component and its JSON
+        # schema for the session: 5-10 ms each on this CPU, three per update, taken from the running job. So
+        # the gallery and infotext are emptied while a job runs (A1111 shows the live preview in their place),
+        # the preview is hidden by CSS while empty, and the gallery opens on its first image (preview=True).
+        def frame(progress: str, preview=None, images=(), info: str = "") -> dict:
+            return {o["progress"]: progress, o["preview"]: preview, o["gallery"]: [str(p) for p in images],
+                    o["info"]: info}
+
+        yield frame(message_html("Starting…", kind="waiting"))
+        preview = None
         for update in ctx.runner.stream(req, request.session_hash):
+            preview = update.preview or preview
             if not update.done:
-                out = {o["progress"]: update.progress}
-                if update.preview is not None:
-                    out[o["preview"]] = update.preview
-                yield out
+                yield frame(update.progress, preview)
                 continue
-            out = {o["progress"]: update.progress, o["preview"]: gr.Image(value=None, visible=False)}
-            if update.images is not None:
-                out[o["gallery"]] = gr.Gallery(value=[str(p) for p in update.images], selected_index=0 if update.images else None)
-                out[o["info"]] = info_html(update.infotexts[0] if update.infotexts else "")
-                out[o["results"]] = {"infotexts": update.infotexts, "seeds": update.seeds, "subseeds": update.subseeds,
-                                     "images": [str(p) for p in update.images], "selected": 0}
+            if update.images is None:  # the job failed: the message says why
+                yield frame(update.progress)
+                continue
+            out = frame(update.progress, None, update.images, info_html(update.infotexts[0] if update.infotexts else ""))
+            out[o["results"]] = {"infotexts": update.infotexts, "seeds": update.seeds, "subseeds": update.subseeds,
+                                 "images": [str(p) for p in update.images], "selected": 0}
             yield out
 
     fn, named = named_handler(inputs, generate)

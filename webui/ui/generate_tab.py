@@ -158,10 +158,10 @@ def _extension_sections(tab: GenerationTab, plugins: Plugins, engine) -> list[st
 def _results(tab: GenerationTab) -> None:
     name, o, b = tab.name, tab.outputs, tab.buttons
     o["progress"] = gr.HTML("", elem_id=f"{name}_progress", elem_classes="easel-progress-box")
-    o["preview"] = gr.Image(label="Live preview", visible=False, interactive=False, elem_id=f"{name}_live_preview",
-                            format="png", height=256)
+    o["preview"] = gr.Image(label="Live preview", interactive=False, elem_id=f"{name}_live_preview",
+                            elem_classes="easel-live-preview", format="png", height=256)  # hidden while empty (CSS)
     o["gallery"] = gr.Gallery(label="Output", elem_id=f"{name}_gallery", format="png", columns=2, height=520,
-                              object_fit="contain", interactive=False, buttons=["download", "fullscreen"])
+                              object_fit="contain", interactive=False, buttons=["download", "fullscreen"], preview=True)
     with gr.Row(elem_id=f"{name}_results_buttons"):
         b["send_to_img2img"] = gr.Button("Send to img2img", elem_id=f"{name}_send_to_img2img", size="sm")
         b["send_to_inpaint"] = gr.Button("Send to inpaint", elem_id=f"{name}_send_to_inpaint", size="sm")

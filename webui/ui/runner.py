@@ -17,16 +17,18 @@ from pathlib import Path
 
 from PIL import Image
 
+from webui.config import Config
+from webui.fileio import atomic_write_bytes
 from webui.generation.engine import Engine
 from webui.generation.infotext import image_bytes
 from webui.generation.progress import JobControl, ProgressEvent
 from webui.generation.request import GenerationRequest
 from webui.generation.results import GenerationResult
-from webui.fileio import atomic_write_bytes
 from webui.ui.form import refusal
 
 POLL_SECONDS = 0.1
-UPDATE_SECONDS = 0.25  # the most often a running job's progress and preview reach the browser
+REFRESH_MS = 1000  # default of the `live_preview_refresh_period` setting (ms): how often a running job's
+# progress and preview reach the browser at most
 
 
 @dataclass
@@ -63,9 +65,10 @@ def describe(event: ProgressEvent) -> str:
 
 
 class GenerationRunner:
-    def __init__(self, engine: Engine, temp_dir: Path):
+    def __init__(self, engine: Engine, temp_dir: Path, config: Config | None = None):
         self.engine = engine
         self.temp_dir = temp_dir  # unsaved images are written here (PNG + infotext) for the gallery
+        self.config = config  # read at each job: `live_preview_refresh_period`
         self._controls: dict[str, JobControl] = {}
         self._lock = threading.Lock()
 
@@ -111,13 +114,14 @@ class GenerationRunner:
         yield self._finished(outcome["result"])
 
     def _progress(self, events: queue.Queue, control: JobControl) -> Iterator[Update]:
-        """One update per step, but not more often than every UPDATE_SECONDS: each update costs Gradio work
+        """One update per step, but not more often than the refresh period: each update costs Gradio work
         (and on a fast model, CPU the job needs); events in between are merged, the newest preview kept."""
+        period = (self.config["live_preview_refresh_period"] if self.config else REFRESH_MS) / 1000
         shown_wait = None
         pending: ProgressEvent | None = None
         last = 0.0
         while True:
-            wait = POLL_SECONDS if pending is None else max(0.0, last + UPDATE_SECONDS - time.monotonic())
+            wait = POLL_SECONDS if pending is None else max(0.0, last + period - time.monotonic())
             try:
                 event = events.get(timeout=wait)
             except queue.Empty:
@@ -134,7 +138,7 @@ class GenerationRunner:
             if event is None:
                 return
             pending = replace(event, preview=event.preview or (pending.preview if pending else None))
-            if time.monotonic() - last >= UPDATE_SECONDS:
+            if time.monotonic() - last >= period:
                 yield Update(progress_html(pending.fraction, describe(pending)), preview=pending.preview)
                 pending, last = None, time.monotonic()
 
