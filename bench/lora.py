@@ -6,12 +6,13 @@ extension's own code (library entry -> adapters.load -> session.StackSession), a
 batch 2 (cond + uncond); the configurations alternate and rotate rep by rep; each rep times two steps after
 a warm-up step (which also counts the step's matmul/conv FLOPs):
   base                  no LoRA
-  1 / 3 unfused         PEFT adapters active (set_adapters), per-step LoRA matmuls
+  1 / 3 unfused         PEFT adapters active (set_adapters), per-step LoRA matmuls; the 3 as one adapter
   1 / 3 fused           the same stack fused into the weights (setting `lora_fuse`), fused once and kept
                         between jobs as the extension does for an unchanged stack
   load                  first use of one file on the model (read + load_lora_weights), once per file
-  weights change        set_adapters with new weights for the 3 loaded LoRAs (what a changed stack costs)
-  switch unfused        a whole job's apply + undo (enable, set weights, restore, disable)
+  combine 3             first use of the 3 files together: loading them as one adapter, once per set of files
+  weights change        a job's apply + undo with new weights for the 3 (their B blocks rewritten)
+  switch unfused        a job's apply + undo with the same 3 and weights (set_adapters, enable, disable)
   switch fused new      the same with a stack not fused before (the GEMMs)
   switch fused same     the same stack as the previous fused job (its fused weights swapped in again)
 Speed ratio = best base step / best step, the best of 2 x --reps (on a shared machine the slow outliers are
@@ -146,6 +147,11 @@ def main() -> None:
     start = time.perf_counter()
     loaded = [adapters.load(pipe, state, library.find(f"lora{i}")) for i in range(3)]
     load_s = (time.perf_counter() - start) / 3
+    start = time.perf_counter()
+    first = StackSession(pipe, state)
+    first.apply([Active(lo, 1.0, 0.8) for lo in loaded], fuse=False)  # the 3 files as one adapter (combined.py)
+    first.undo()
+    combine_s = time.perf_counter() - start
     configs = {"base": (0, False), "1 unfused": (1, False), "1 fused": (1, True), "3 unfused": (3, False),
                "3 fused": (3, True)}
     steps: dict[str, list[float]] = {name: [] for name in configs}
@@ -165,20 +171,16 @@ def main() -> None:
             flops[name] = counter.get_total_flops()
             steps[name] += [_once(step, sync), _once(step, sync)]
             session.undo()
-    names = [lo.adapter for lo in loaded]
-    session = StackSession(pipe, state)
-    session.apply([Active(lo, 1.0, 1.0) for lo in loaded], fuse=False)
     weights = iter([0.5, 0.9] * 50)
-    switches = {"weights change": lambda: pipe.set_adapters(names, [next(weights)] * 3)}
-    session.undo()
 
-    def switch(fuse: bool, same: bool) -> None:
+    def switch(fuse: bool, same: bool, weight: float = 0.7) -> None:
         if not same:
             state.fused = None  # the fused weights of another stack
         s = StackSession(pipe, state)
-        s.apply([Active(lo, 0.7, 0.7) for lo in loaded], fuse)
+        s.apply([Active(lo, weight, weight) for lo in loaded], fuse)
         s.undo()
 
+    switches = {"weights change": lambda: switch(False, True, next(weights))}
     switches["switch unfused"] = lambda: switch(False, True)
     switches["switch fused new"] = lambda: switch(True, False)
     switches["switch fused same"] = lambda: switch(True, True)
@@ -190,6 +192,7 @@ def main() -> None:
         print(f"{name:18} {min(steps[name]):8.4f} {statistics.median(steps[name]):9.4f} "
               f"{base / min(steps[name]):7.3f} {flops['base'] / flops[name]:10.3f}", flush=True)
     print(f"{'load (per file)':18} {load_s:8.4f} {'':9} {load_s / base:7.3f}")
+    print(f"{'combine 3 (once)':18} {combine_s:8.4f} {'':9} {combine_s / base:7.3f}")
     for name, fn in switches.items():  # ratio: cost in base steps
         seconds = timed(fn, args.reps, sync)
         print(f"{name:18} {seconds:8.4f} {'':9} {seconds / base:7.3f}", flush=True)

@@ -145,7 +145,9 @@ def test_only_the_most_recently_used_files_stay_loaded(sd1):
         generate(sd1.engine, f"a cube <lora:many/l{i}:1>")
     unet = sd1.engine.manager.load(None).pipeline.unet
     assert len(adapters.state_for(sd1.engine.manager.load(None).pipeline).files) == adapters.MAX_LOADED
-    assert len(unet.peft_config) == adapters.MAX_LOADED  # the dropped adapters left the model too
+    state = adapters.state_for(sd1.engine.manager.load(None).pipeline)
+    files = [n for n in unet.peft_config if n != getattr(state.combined, "name", None)]  # not a multi-file stack's
+    assert len(files) == adapters.MAX_LOADED  # the dropped adapters left the model too
     assert same(image(sd1.engine, "a cube <lora:a:1>"), first)  # loaded again when needed, same picture
     assert same(image(sd1.engine, "a cube"), sd1.base)
 
@@ -217,6 +219,60 @@ def test_a_fused_stack_is_reused_while_unchanged_and_recomputed_after_a_change_o
     assert state.fused is None  # the kept copy no longer matches the model: not kept
     moved, fused_moved = run(0.4)
     assert fused_moved is not fused_changed and torch.equal(moved, changed)
+
+
+def test_several_loras_run_as_one_adapter_that_computes_their_sum(sd1):
+    from extensions.lora import adapters
+    from extensions.lora.library import library_for
+    from extensions.lora.session import Active, StackSession, _enable
+
+    pipe = sd1.engine.manager.load(None).pipeline
+    state = adapters.state_for(pipe)
+    library = library_for(sd1.engine.manager)
+    a, b = (adapters.load(pipe, state, library.find(n)) for n in ("a", "b"))
+    gen = torch.Generator().manual_seed(0)
+    x, ctx = torch.randn(2, 4, 8, 8, generator=gen), torch.randn(2, 77, 32, generator=gen)
+    ids = pipe.tokenizer("a cube", return_tensors="pt").input_ids
+
+    def outputs():
+        with torch.no_grad():
+            return pipe.unet(x, 500, ctx).sample, pipe.text_encoder(ids)[0]
+
+    def one_by_one(wa: tuple[float, float], wb: tuple[float, float]):  # PEFT's own way: adapter after adapter
+        pipe.set_adapters([a.adapter, b.adapter], adapter_weights=[
+            {"unet": wa[1], "text_encoder": wa[0]}, {"unet": wb[1], "text_encoder": wb[0]}])
+        _enable(pipe, True)
+        try:
+            return outputs()
+        finally:
+            _enable(pipe, False)
+
+    def stacked(wa: tuple[float, float], wb: tuple[float, float]):
+        session = StackSession(pipe, state)
+        session.apply([Active(a, *wa), Active(b, *wb)], fuse=False)
+        try:
+            return outputs(), state.combined
+        finally:
+            session.undo()
+
+    _enable(pipe, False)  # loading turns the new adapter on; a job's session turns everything off after it
+    base = outputs()
+    first = None
+    for wa, wb in (((0.7, 0.7), (0.4, 0.4)), ((1.0, 0.2), (0.0, 0.9))):
+        (unet, text), stack_adapter = stacked(wa, wb)
+        ref_unet, ref_text = one_by_one(wa, wb)
+        assert not torch.allclose(unet, base[0]) and not torch.allclose(text, base[1])
+        torch.testing.assert_close(unet, ref_unet, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(text, ref_text, rtol=1e-5, atol=1e-6)
+        assert stack_adapter.name in pipe.unet.peft_config and stack_adapter.name in pipe.text_encoder.peft_config
+        if wa == (1.0, 0.2):  # new weights: the same adapter, rewritten in place (no reload)
+            assert stack_adapter is first
+        first = stack_adapter
+    session = StackSession(pipe, state)
+    session.apply([Active(b, 0.4, 0.4), Active(a, 0.7, 0.7)], fuse=False)  # the same files in another order
+    assert state.combined is first
+    session.undo()
+    assert all(torch.equal(p, q) for p, q in zip(outputs(), base))  # undone: the base model bit for bit
 
 
 class Failing:

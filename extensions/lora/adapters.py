@@ -22,6 +22,7 @@ from extensions.lora.patches import PatchLayer, patch_layers
 from extensions.lora.targets import TEXT_ENCODERS, ModuleTable, peft_state_dict, resolve
 
 if TYPE_CHECKING:
+    from extensions.lora.combined import CombinedStack
     from extensions.lora.session import FusedStack, StackSession
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class ModelLoras:
     clock: int = 0  # counts loads, for least-recently-used eviction
     unfinished: StackSession | None = None  # a session whose undo failed; retried before the next job
     fused: FusedStack | None = None  # the last fused stack's weights, reused while the stack stays the same
+    combined: CombinedStack | None = None  # the last unfused stack of several files, as one adapter
 
 
 # Per loaded model, keyed by its UNet (the shared module every job of that model runs): the entry goes
@@ -107,12 +109,12 @@ def load(pipeline, state: ModelLoras, entry: LoraEntry) -> LoadedLora:
         raise LoadError(f"{entry.path}: {e}") from e
     components = frozenset(t.component for t in targets.values())
     if layout.adapter:
-        name = _new_name(pipeline, state)
+        name = new_name(pipeline, state)
         try:
-            with _quiet():
+            with quiet():
                 pipeline.load_lora_weights(peft_state_dict(tensors, layout, targets, metadata), adapter_name=name)
         except Exception as e:
-            _delete_adapter(pipeline, name)
+            delete_adapter(pipeline, name)
             raise LoadError(f"{entry.path}: diffusers could not load it ({type(e).__name__}: {e})") from e
         loaded = LoadedLora(entry.stamp, name, components)
     else:
@@ -132,30 +134,34 @@ def evict(pipeline, state: ModelLoras, keep: set[str]) -> None:
 def _drop(pipeline, state: ModelLoras, key: str) -> None:
     loaded = state.files.pop(key)
     if loaded.adapter:
-        _delete_adapter(pipeline, loaded.adapter)
+        delete_adapter(pipeline, loaded.adapter)
+    if state.combined is not None and loaded.ident in state.combined.key:
+        delete_adapter(pipeline, state.combined.name)
+        state.combined = None
 
 
-def _new_name(pipeline, state: ModelLoras) -> str:
+def new_name(pipeline, state: ModelLoras, prefix: str = "lora") -> str:
+    """An adapter name no component has yet."""
     taken = {a for adapters in _adapters(pipeline).values() for a in adapters}
-    while f"lora{state.serial}" in taken:
+    while f"{prefix}{state.serial}" in taken:
         state.serial += 1
     state.serial += 1
-    return f"lora{state.serial - 1}"
+    return f"{prefix}{state.serial - 1}"
 
 
 def _adapters(pipeline) -> dict[str, list[str]]:
-    return {c: list(getattr(m, "peft_config", {}) or {}) for c, m in _components(pipeline)}
+    return {c: list(getattr(m, "peft_config", {}) or {}) for c, m in components(pipeline)}
 
 
-def _components(pipeline):
+def components(pipeline):
     for name in COMPONENTS:
         model = getattr(pipeline, name, None)
         if isinstance(model, torch.nn.Module):
             yield name, model
 
 
-def _delete_adapter(pipeline, name: str) -> None:
-    for component, model in _components(pipeline):
+def delete_adapter(pipeline, name: str) -> None:
+    for component, model in components(pipeline):
         if name in (getattr(model, "peft_config", None) or {}):
             try:
                 (model.delete_adapters if component == "unet" else model.delete_adapter)(name)
@@ -163,9 +169,9 @@ def _delete_adapter(pipeline, name: str) -> None:
                 log.exception("could not delete LoRA adapter %s from the %s", name, component)
 
 
-def tuner_layers(pipeline, components=COMPONENTS):
-    for name, model in _components(pipeline):
-        if name in components:
+def tuner_layers(pipeline, only=COMPONENTS):
+    for name, model in components(pipeline):
+        if name in only:
             yield from (m for m in model.modules() if isinstance(m, BaseTunerLayer))
 
 
@@ -175,7 +181,7 @@ class _DropWarnings(logging.Filter):
 
 
 @contextmanager
-def _quiet():
+def quiet():
     """Loading an adapter into a transformers text encoder logs a "LOAD REPORT" that lists every base
     weight as MISSING (transformers 5.23 + diffusers 0.42; the weights are fine) and draws a progress
     bar; diffusers warns about components a file has no weights for, PEFT about a second adapter. All

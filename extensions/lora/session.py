@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from extensions.lora import combined
 from extensions.lora.adapters import LoadedLora, ModelLoras, tuner_layers
 from extensions.lora.patches import WeightPatch
 from extensions.lora.targets import base_layer
@@ -74,13 +75,19 @@ class StackSession:
         adapters = [a for a in stack if a.loaded.adapter]
         if adapters:
             self.adapters_set = True
-            names = [a.loaded.adapter for a in adapters]
-            self.pipeline.set_adapters(names, adapter_weights=[
-                {c: a.weight(c) for c in a.loaded.components} for a in adapters])
-            if fuse:
-                self._fuse(names)
-            else:
+            if len(adapters) > 1 and not fuse:  # one pass per layer instead of one per file (combined.py)
+                stack_adapter = combined.activate(self.pipeline, self.state, adapters)
+                self.pipeline.set_adapters([stack_adapter.name], adapter_weights=[
+                    dict.fromkeys(stack_adapter.components, 1.0)])
                 _enable(self.pipeline, True)
+            else:
+                names = [a.loaded.adapter for a in adapters]
+                self.pipeline.set_adapters(names, adapter_weights=[
+                    {c: a.weight(c) for c in a.loaded.components} for a in adapters])
+                if fuse:
+                    self._fuse(names)
+                else:
+                    _enable(self.pipeline, True)
         for active in stack:
             for layer in active.loaded.patches:
                 multiplier = active.weight(layer.target.component)
