@@ -111,3 +111,15 @@ def test_a_lora_for_another_architecture_is_skipped_noticed_and_recorded(model, 
     assert f"LoRA 'foreign' skipped: {wording}" in result.notices
     assert f'Lora skipped: "foreign: {wording}"' in result.infotexts[0]
     assert np.array_equal(pixels(result.images[0].image), model.base)
+
+
+def test_sdxl_stack_of_three_formats_gives_the_fused_picture(sdxl):
+    """Three SDXL files run unfused as one combined adapter (both text encoders and the UNet); fused, each
+    file is folded in apart: the two ways must agree up to float rounding."""
+    prompt = "a cube <lora:kohya_ldm:0.8> <lora:kohya_diffusers:0.5:0.9> <lora:peft:0.6>"
+    unfused = image(sdxl.engine, prompt)
+    fused = image(sdxl.engine, prompt, override_settings={"lora_fuse": True})
+    single = image(sdxl.engine, "a cube <lora:kohya_ldm:0.8>")
+    assert np.abs(unfused - single).mean() > 1  # the other two files count
+    assert np.abs(unfused.astype(int) - fused.astype(int)).max() <= 2
+    assert np.array_equal(image(sdxl.engine, "a cube"), sdxl.base)
