@@ -17,6 +17,7 @@ from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipelin
 from safetensors.torch import save_file
 
 from engine_helpers import picture, pixels
+from webui import hookimpl
 from webui.generation.engine import Engine, EngineOptions
 from webui.generation.params import request_from_infotext
 from webui.generation.progress import JobControl
@@ -226,6 +227,37 @@ def test_unusable_refiner_options_are_refused_before_any_step(engine, checkpoint
         engine.generate(request(checkpoint, extensions={"checkpoints": options}),
                         listener=lambda event: steps.append(event.step))
     assert steps == []  # refused up front: no base run wasted
+
+
+class InterruptAtStep:
+    """A test extension that presses Interrupt when the job reaches a step."""
+
+    def __init__(self, control: JobControl, step: int):
+        self.control, self.step = control, step
+
+    @hookimpl
+    def step_end(self, state):
+        if state.step == self.step:
+            self.control.interrupt()
+
+
+def test_the_refiners_steps_count_on_in_the_progress_and_interrupt_stops_them(engine):
+    req = request(BASE, seed=5, steps=6, sampler="Euler", extensions={"checkpoints": {"refiner": REFINER,
+                                                                                      "switch_at": 0.5}})
+    events = []
+    full = engine.generate(req, events.append)
+    assert [e.step for e in events] == [1, 2, 3, 4, 5, 6]  # 3 base steps, then the refiner's 3
+    assert events[-1].steps == 6 and events[-1].job_step == events[-1].job_steps == 6
+
+    control, events = JobControl(), []
+    engine.plugins.register(InterruptAtStep(control, 4), "interrupt-at-4")
+    try:
+        stopped = engine.generate(req, events.append, control)
+    finally:
+        engine.plugins.unregister("interrupt-at-4")
+    assert stopped.interrupted and [e.step for e in events] == [1, 2, 3, 4]  # stopped in the refiner's first step
+    assert len(stopped.images) == 1 and not np.array_equal(pixels(stopped.images[0].image),
+                                                           pixels(full.images[0].image))
 
 
 def test_the_refiner_alone_runs_img2img(engine):

@@ -85,3 +85,30 @@ def test_after_denoising_is_not_called_for_an_interrupted_batch(engine, use):
     control = JobControl()
     result = engine.generate(request(), listener=lambda event: control.interrupt(), control=control)
     assert result.interrupted and len(result.images) == 1 and len(calls) == 1
+
+
+def test_a_second_pass_given_the_step_callback_counts_on_and_reaches_step_end(engine, use):
+    import diffusers
+    import torch
+
+    seen = []
+
+    class SecondPass:  # docs/extensions.md's example: an img2img pass over the latents
+        @hookimpl
+        def after_denoising(self, latents, request, model, seeds, step_callback):
+            euler = diffusers.EulerDiscreteScheduler.from_config(model.pipeline.scheduler.config)
+            pipe = diffusers.StableDiffusionImg2ImgPipeline.from_pipe(model.pipeline, scheduler=euler)
+            pipe.set_progress_bar_config(disable=True)
+            return pipe(prompt=request.prompt, image=latents, strength=0.5, num_inference_steps=4,
+                        generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="latent",
+                        callback_on_step_end=step_callback, callback_on_step_end_tensor_inputs=["latents"]).images
+
+        @hookimpl
+        def step_end(self, state):
+            seen.append((state.step, state.steps))
+
+    use(SecondPass())
+    events = []
+    result = engine.generate(request(), listener=events.append)
+    assert [e.step for e in events] == [1, 2, 3, 4] and len(result.images) == 1  # 2 base steps, then 2 more
+    assert seen == [(1, 2), (2, 2), (3, 4), (4, 4)]

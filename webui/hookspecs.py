@@ -156,10 +156,12 @@ def step_end(state: StepState) -> None:
 
 @hookspec
 def after_denoising(latents: torch.Tensor, request: GenerationRequest, model: LoadedModel,
-                    manager: ModelManager, seeds: list[int]) -> torch.Tensor | None:
+                    manager: ModelManager, seeds: list[int], step_callback: Callable) -> torch.Tensor | None:
     """Latents of one batch after the denoising loop, before decoding (`seeds`: one per image); return
     new latents (e.g. an SDXL refiner continuing the base run) or None. Chained: each extension sees
-    the previous one's result. Not called for a batch that was interrupted."""
+    the previous one's result. Not called for a batch that was interrupted. A second denoising pass
+    passes `step_callback` to its diffusers call as `callback_on_step_end` (tensor inputs ["latents"]):
+    its steps then count on in the job's progress, run `step_end`, draw previews and stop on Interrupt/Skip."""
 
 
 @hookspec

@@ -106,11 +106,11 @@ def pipeline_kwargs(pipeline, request):
 
 
 @hookimpl
-def after_denoising(latents, request, model, manager, seeds):
+def after_denoising(latents, request, model, manager, seeds, step_callback):
     opts = options(request)
     if not opts.get("refiner"):
         return None
-    return refine(latents, request, model, manager, seeds, opts, vae_choice(request, manager))
+    return refine(latents, request, model, manager, seeds, opts, vae_choice(request, manager), step_callback)
 
 
 @hookimpl

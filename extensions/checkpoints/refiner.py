@@ -67,8 +67,9 @@ def refiner_kwargs(pipeline, opts: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def refine(latents: torch.Tensor, request, model, manager, seeds: list[int], opts: dict[str, Any],
-           vae: str) -> torch.Tensor:
-    """Run the refiner checkpoint from `switch_at` to the end on the base run's latents."""
+           vae: str, step_callback=None) -> torch.Tensor:
+    """Run the refiner checkpoint from `switch_at` to the end on the base run's latents; `step_callback`
+    (the job's) reports its steps and stops it on Interrupt/Skip."""
     refiner = manager.load(opts["refiner"], vae=vae)
     problem = _refiner_problem(refiner.entry.name, refiner.family.name)
     if problem:
@@ -92,6 +93,8 @@ def refine(latents: torch.Tensor, request, model, manager, seeds: list[int], opt
         negative_pooled_prompt_embeds=cond.negative_pooled_prompt_embeds,
         generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
         output_type="latent",
+        callback_on_step_end=step_callback,
+        callback_on_step_end_tensor_inputs=["latents"],
         **sdxl_kwargs(request, Route("img2img")),  # the request's micro-conditioning and aesthetic scores
     )
     return out.images

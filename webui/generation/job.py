@@ -178,8 +178,13 @@ class Job:
                 self.control.clear_skip()
                 continue
             if not self.control.interrupted:  # A1111 skips its second passes (refiner, hires) on interrupt too
+                ran = getattr(pipe, "num_timesteps", None) or req.steps  # a second pass continues the count
                 latents = self.plugins.chain("after_denoising", "latents", latents, request=req, model=self.model,
-                                             manager=self.manager, seeds=seeds)
+                                             manager=self.manager, seeds=seeds,
+                                             step_callback=self._step_callback(clock, batch, offset=ran))
+                if self.control.skipped:  # skipped during a second pass: the batch is dropped all the same
+                    self.control.clear_skip()
+                    continue
             for i, image in enumerate(self._decode(latents)):
                 image = self.plugins.chain("postprocess_image", "image", self.inputs.finish(image), request=req)
                 info = infotext_for(req, seeds[i], subseeds[i], info_extra)
@@ -232,21 +237,25 @@ class Job:
             kwargs.update(modes.sdxl_kwargs(req, way))
         return kwargs
 
-    def _step_callback(self, clock: StepClock, batch: int):
+    def _step_callback(self, clock: StepClock, batch: int, offset: int = 0):
+        """diffusers' `callback_on_step_end` for one denoising pass of a batch: progress, `step_end`, live
+        previews, Interrupt/Skip. `offset`: the steps an earlier pass of the batch ran (a refiner's steps
+        continue the count)."""
         req, control, every = self.request, self.control, self.engine.options.preview_every
         arch = self.model.family.arch
 
         def on_step_end(pipe, i, t, tensors):
-            steps = getattr(pipe, "num_timesteps", None) or req.steps
+            steps = offset + (getattr(pipe, "num_timesteps", None) or req.steps)
+            step = offset + i + 1
             clock.job_steps = max(clock.job_steps, steps * req.batch_count)
             elapsed, eta = clock.tick()
             latents = tensors.get("latents")
-            state = StepState(control.job_id, i + 1, steps, batch, t, latents, pipe, req)
+            state = StepState(control.job_id, step, steps, batch, t, latents, pipe, req)
             self.plugins.call_each("step_end", state=state)
             preview = None
-            if every and (i + 1) % every == 0 and state.latents is not None:
+            if every and step % every == 0 and state.latents is not None:
                 preview = self.engine.previewer(state.latents, arch)
-            self.listener(ProgressEvent(control.job_id, i + 1, steps, batch, req.batch_count, clock.done,
+            self.listener(ProgressEvent(control.job_id, step, steps, batch, req.batch_count, clock.done,
                                         clock.job_steps, elapsed, eta, preview))
             if control.interrupted or control.skipped:
                 pipe._interrupt = True  # diffusers' documented way to stop the denoising loop early
