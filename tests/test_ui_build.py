@@ -102,3 +102,42 @@ def test_load_failures_are_listed(built, tmp_path):
     plugins = Plugins().load(folder=tmp_path)
     page = extensions_html(UIContext(ctx.engine, plugins, ctx.config, ctx.runner), [])
     assert "exploding (folder): RuntimeError: boom at import" in page and "checkpoints" in page
+
+
+def test_gradios_queue_is_told_to_poll_less_often(built):
+    """`calm_queue` sets two attributes Gradio has no option for; this fails when a Gradio release renames
+    them, so the change is seen instead of the idle server quietly using 4% of a core again."""
+    from webui.server import QUEUE_POLL_SECONDS, calm_queue
+
+    _, blocks, _ = built
+    calm_queue(blocks)
+    assert blocks._queue.sleep_when_free == QUEUE_POLL_SECONDS
+    assert blocks._queue.progress_update_sleep_when_free == 0.1
+
+
+def test_running_jobs_update_the_page_once_per_refresh_period(built):
+    """A1111's `live_preview_refresh_period`: steps in between are merged into the next update."""
+    import time
+
+    from webui import hookimpl
+    from webui.generation.request import GenerationRequest
+
+    class SlowSteps:
+        @hookimpl
+        def step_end(self):
+            time.sleep(0.15)
+
+    ctx, _, _ = built
+    request = GenerationRequest(prompt="a cube", steps=6, width=64, height=64, seed=1)
+    counts = {}
+    ctx.engine.plugins.register(SlowSteps(), "slow-steps")
+    try:
+        for period in (5000, 100):
+            ctx.config.update({"live_preview_refresh_period": period})
+            updates = list(GenerationRunner(ctx.engine, ctx.runner.temp_dir, ctx.config).stream(request, "s"))
+            assert updates[-1].done and updates[-1].images
+            counts[period] = len([u for u in updates if not u.done])
+    finally:
+        ctx.engine.plugins.unregister("slow-steps")
+    assert counts[5000] == 1  # the first step at once, then nothing more until the job is done
+    assert counts[100] >= 4  # 6 steps of 150 ms: nearly every step shown

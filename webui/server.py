@@ -204,7 +204,6 @@ def mount_ui(app, engine, plugins, config, opts: ServeOptions, credentials: Cred
     calm_queue(blocks)
 
 
-
 QUEUE_POLL_SECONDS = 0.02
 
 
