@@ -14,7 +14,7 @@ import re
 from extensions.lora import adapters, ui
 from extensions.lora.library import library_for
 from extensions.lora.session import Active, StackSession, drop_stale_fused
-from extensions.lora.stack import Plan, StackItem, from_fields, plan, requested
+from extensions.lora.stack import Plan, StackItem, from_fields, from_tags, plan
 from extensions.lora.ui import tag_name
 from webui import hookimpl
 from webui.hooktypes import ExtraNetworkType, Setting, UISection
@@ -50,7 +50,8 @@ def ui_section(tab, register, engine):
 
 @hookimpl(wrapper=True)
 def prepare_pipeline(pipeline, request, model, manager, notices):
-    items = requested(request)
+    fields = from_fields(request)  # the API stack, then the UI section's slots
+    items = from_tags(request) + fields
     if not hasattr(pipeline, "load_lora_weights"):  # a job_pipeline without diffusers' LoRA mixin
         pipeline = model.pipeline  # the same shared modules, with the mixin
     state = adapters.state_for(pipeline)
@@ -66,7 +67,7 @@ def prepare_pipeline(pipeline, request, model, manager, notices):
     try:
         active = _load(pipeline, state, stack_plan)
         notices.extend(stack_plan.notices)
-        _record(request, library, stack_plan, from_fields(request))
+        _record(request, library, stack_plan, fields)
         adapters.evict(pipeline, state, keep={str(p.entry.path) for p in stack_plan.loras})
         session.apply(active, fuse=_fuse(request))
         return (yield)

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import re
-import struct
 import threading
 import weakref
 from dataclasses import asdict, dataclass, field
@@ -84,9 +83,7 @@ def _parsed(metadata: dict[str, str]) -> dict[str, Any]:
 
 def lora_hash(path: Path) -> str:
     """A1111's LoRA ("addnet") hash: sha256 of the file from the end of the safetensors header on."""
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-    return sha256_file(path, start=8 + n)
+    return sha256_file(path, start=read_header(path).data_start)
 
 
 class LoraLibrary:

@@ -99,10 +99,9 @@ def from_slots(opts: dict) -> list[StackItem]:
     return items
 
 
-def requested(request) -> list[StackItem]:
-    """Prompt tags in order, then the API stack, then the UI section's slots."""
-    return [from_tag(tag, call.args) for tag in TAGS for call in request.extra_networks.get(tag, [])] + \
-        from_fields(request)
+def from_tags(request) -> list[StackItem]:
+    """The prompt's `<lora:...>` / `<lyco:...>` tags, in order (a job's stack: these, then `from_fields`)."""
+    return [from_tag(tag, call.args) for tag in TAGS for call in request.extra_networks.get(tag, [])]
 
 
 def from_fields(request) -> list[StackItem]:

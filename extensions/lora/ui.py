@@ -2,7 +2,7 @@
 extra-networks browser (cards with previews; a click puts `<lora:name:1>` into the tab's prompt).
 
 The slots are section fields `lora_1`, `weight_1`, ... so a job reads them from
-`request.extensions["lora"]` (`stack.requested`) like any extension's fields. Previews are embedded as
+`request.extensions["lora"]` (`stack.from_fields`) like any extension's fields. Previews are embedded as
 small data: URIs: the server serves only the outputs folder, never models/Lora. Gradio is imported
 inside the builders, so the CLI, the API and the tests load the extension without it."""
 

@@ -33,6 +33,7 @@ class Header:
     format: str  # "safetensors" | "ckpt"
     tensors: dict[str, TensorInfo]
     metadata: dict[str, str] = field(default_factory=dict)
+    data_start: int = 0  # safetensors: the offset of the first tensor byte (8 + header length)
 
     def shape(self, key: str) -> tuple[int, ...] | None:
         info = self.tensors.get(key)
@@ -95,7 +96,7 @@ def read_safetensors_header(path: Path) -> Header:
             " (an interrupted download or copy?)"
         )
     meta = {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
-    return Header(path, "safetensors", tensors, meta)
+    return Header(path, "safetensors", tensors, meta, data_start=8 + n)
 
 
 def read_pickle_header(path: Path) -> Header:
