@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -19,7 +21,17 @@ class Style:
 
 
 def read_styles(path: Path) -> dict[str, Style]:
-    """Styles by name, in file order; a missing or unreadable file is no styles (logged)."""
+    """Styles by name, in file order; a missing or unreadable file is no styles (logged). The file is read
+    again only when it changed (every API request asks)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {}
+    return dict(_read_styles(Path(path), st.st_size, st.st_mtime_ns))
+
+
+@lru_cache(maxsize=8)
+def _read_styles(path: Path, size: int, mtime_ns: int) -> dict[str, Style]:
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             rows = list(csv.DictReader(f, skipinitialspace=True))

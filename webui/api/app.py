@@ -20,7 +20,6 @@ from typing import Any
 
 import fastapi
 import pydantic
-
 from fastapi.middleware.cors import CORSMiddleware
 
 from webui import __version__

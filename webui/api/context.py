@@ -7,6 +7,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+
 from webui.api.jobs import JobBoard
 from webui.config import Config
 from webui.generation.engine import Engine
@@ -26,6 +28,8 @@ class APIContext:
     config: Config | None
     board: JobBoard
     cmd_flags: dict[str, Any] = field(default_factory=dict)
+    # generation threads waiting in the queue (not Starlette's 40-thread pool, which /progress needs too)
+    workers: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(256))
 
     @property
     def manager(self):

@@ -27,7 +27,7 @@ from webui.api.schemas import (
     ProgressState,
     Txt2ImgRequest,
 )
-from webui.api.translate import FieldError, info_json, parameters, to_request
+from webui.api.translate import FieldError, info, parameters, to_request
 from webui.generation.infotext import parse_infotext, read_infotext
 from webui.generation.prompt_parser import PromptError
 from webui.generation.request import Mode, RequestError
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 # A request's own problems (bad fields, an unknown sampler, a refiner on the wrong model): extensions raise
 # ValueError for those too (see webui/plugins.py), so every ValueError is the client's, not the server's.
 CLIENT_ERRORS = (FieldError, ImageFieldError, RequestError, SamplerError, PromptError, ValueError)
-WORKERS = anyio.CapacityLimiter(256)  # generation threads waiting in the queue; far more than clients wait
 
 
 class APIError(Exception):
@@ -117,7 +116,7 @@ async def generate(ctx: APIContext, body: Txt2ImgRequest, mode: Mode) -> Generat
     except DuplicateJobId as e:
         raise APIError(409, str(e), "DuplicateJobId") from None
     try:
-        result = await anyio.to_thread.run_sync(ctx.board.run, record, translated.request, limiter=WORKERS)
+        result = await anyio.to_thread.run_sync(ctx.board.run, record, translated.request, limiter=ctx.workers)
     except anyio.get_cancelled_exc_class():
         ctx.board.abandon(record, "the client went away before the job ran")
         raise
@@ -133,7 +132,7 @@ async def generate(ctx: APIContext, body: Txt2ImgRequest, mode: Mode) -> Generat
         raise APIError(500, f"{type(e).__name__}: {e}", type(e).__name__) from None
     images = [encode_png(g.image, g.infotext) for g in result.images] if body.send_images else []
     return GenerationResponse(images=images, parameters=parameters(body),
-                              info=info_json(result, body, translated.ignored))
+                              info=json.dumps(info(result, body, translated.ignored), ensure_ascii=False))
 
 
 def progress_of(ctx: APIContext, skip_current_image: bool) -> ProgressResponse:

@@ -7,7 +7,6 @@ the model folders hold, and `outdir_samples` is read-only over HTTP."""
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import fastapi
@@ -17,7 +16,7 @@ from webui.api.context import APIContext
 from webui.api.sdapi import APIError
 from webui.config import SettingsError
 from webui.generation.samplers import SAMPLERS, SCHEDULE_TYPES
-from webui.models.memory import rss, total_ram
+from webui.models.memory import available_ram, rss, total_ram
 from webui.models.vae import AUTOMATIC, NONE, list_vaes
 
 log = logging.getLogger(__name__)
@@ -123,7 +122,7 @@ def add_info_routes(app: fastapi.FastAPI, ctx: APIContext) -> None:
                  "commit_date": None, "enabled": True, "source": i.source} for i in plugins.infos()]
 
     def memory() -> dict[str, Any]:
-        total, available = total_ram(), _available_ram()
+        total, available = total_ram(), available_ram()
         out: dict[str, Any] = {"ram": {"free": available, "used": total - available, "total": total, "process": rss()}}
         if torch.cuda.is_available():
             free, total_vram = torch.cuda.mem_get_info()
@@ -165,13 +164,3 @@ def add_info_routes(app: fastapi.FastAPI, ctx: APIContext) -> None:
                            ("reload-checkpoint", reload_checkpoint)):
         add(f"/sdapi/v1/{path}", endpoint, methods=["POST"])
 
-
-def _available_ram() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")

@@ -7,7 +7,6 @@ s_* sampler knobs, image_cfg_scale) is accepted and listed in `info["easel_ignor
 from __future__ import annotations
 
 import datetime
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,6 +213,3 @@ def info(result: GenerationResult, body: Txt2ImgRequest, ignored: list[str]) -> 
 def _vae_name(model: LoadedModel) -> str | None:
     return Path(model.vae).name if model.vae else None
 
-
-def info_json(*args) -> str:
-    return json.dumps(info(*args), ensure_ascii=False)

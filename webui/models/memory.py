@@ -13,6 +13,18 @@ def total_ram() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def available_ram() -> int:
+    """RAM the kernel can give without swapping (MemAvailable), in bytes; free pages where that is unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
 def rss() -> int:
     """Resident set size of this process, in bytes (Linux)."""
     with open("/proc/self/statm") as f:
