@@ -10,6 +10,8 @@ from typing import Any
 from webui.config import Config
 from webui.hooktypes import Setting
 
+REFRESH_MS = 1000  # A1111's `live_preview_refresh_period` default: the UI's progress updates at most this often
+
 CORE_SETTINGS = (
     Setting("samples_save", True, "Always save all generated images", section="Saving images"),
     Setting("samples_format", "png", "File format for images", section="Saving images", choices=("png", "jpg", "webp")),
@@ -20,8 +22,8 @@ CORE_SETTINGS = (
     Setting("sd_vae", "Automatic", "Default VAE (Automatic, None or a file in models/VAE)", section="Stable Diffusion"),
     Setting("show_progress_every_n_steps", 2, "Live preview every N sampling steps (0: no previews)",
             section="Live previews", minimum=0, maximum=32, step=1),
-    Setting("live_preview_refresh_period", 1000, "Progress bar and preview update period (ms)", section="Live previews",
-            minimum=100, maximum=5000, step=50,
+    Setting("live_preview_refresh_period", REFRESH_MS, "Progress bar and preview update period (ms)",
+            section="Live previews", minimum=100, maximum=5000, step=50,
             help="How often the browser gets a running job's progress and newest preview (A1111's default: 1000). "
                  "Each update costs server work that a fast job feels."),
 )

@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from webui.config import Config
+from webui.core_settings import REFRESH_MS
 from webui.fileio import atomic_write_bytes
 from webui.generation.engine import Engine
 from webui.generation.infotext import image_bytes
@@ -27,8 +28,6 @@ from webui.generation.results import GenerationResult
 from webui.ui.form import refusal
 
 POLL_SECONDS = 0.1
-REFRESH_MS = 1000  # default of the `live_preview_refresh_period` setting (ms): how often a running job's
-# progress and preview reach the browser at most
 
 
 @dataclass
