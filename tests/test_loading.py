@@ -93,3 +93,62 @@ def test_a_replaced_file_is_loaded_again_not_served_from_cache(tiny_checkpoint, 
     shutil.copy(tiny_checkpoint("sdxl-base"), target)
     os.utime(target, ns=(1, 1))  # a different mtime even on coarse-clock file systems
     assert manager.load("model").family.name == "sdxl-base"
+
+
+def test_first_start_writes_the_demo_models_once_while_another_thread_loads(paths):
+    """`easel serve` on a fresh install: the preload thread loads the default model while the UI, built
+    at the same time, lists the checkpoints. A diffusers load puts every new module of the process on
+    the meta device while it runs (accelerate's `init_empty_weights`), so a demo model built meanwhile
+    in another thread came out with meta tensors and the server died on its first start."""
+    import threading
+
+    manager = ModelManager(paths)
+    errors: list[BaseException] = []
+    start = threading.Barrier(3)
+
+    def run(fn):
+        start.wait()
+        try:
+            fn()
+        except BaseException as e:  # reported below, with the thread's own error
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(fn,)) for fn in (manager.load, manager.checkpoints, manager.checkpoints)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for entry in manager.checkpoints():
+        assert not any(t.is_meta for t in load_file(entry.path).values())
+
+
+def test_the_config_folder_of_a_file_is_never_read_half_written(tiny_checkpoint, paths):
+    """Two processes (`easel serve` and `easel generate`) or threads materialise a file's embedded configs
+    at once: each gets a complete folder."""
+    import json
+    import threading
+
+    from webui.models.loader import embedded_config_dir
+
+    seen: list = []
+    start = threading.Barrier(6)
+
+    def read():
+        start.wait()
+        try:
+            folder = embedded_config_dir(tiny_checkpoint("sdxl-base"), paths.cache_dir)
+            seen.append(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.json")))
+            for f in folder.rglob("*.json"):
+                json.loads(f.read_text())
+        except Exception as e:  # a half-written folder: a missing or empty file
+            seen.append(e)
+
+    threads = [threading.Thread(target=read) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(s == seen[0] for s in seen) and "unet/config.json" in seen[0], seen
+    (only,) = paths.cache_dir.joinpath("configs").iterdir()  # no temp folder left behind
+    assert not only.name.endswith(".tmp")

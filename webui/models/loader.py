@@ -11,6 +11,9 @@ import copy
 import hashlib
 import json
 import logging
+import os
+import shutil
+import uuid
 from pathlib import Path
 
 import diffusers
@@ -47,7 +50,8 @@ def scheduler_for(config_dir: Path, prediction: str):
 
 
 def embedded_config_dir(path: Path, cache_dir: Path) -> Path | None:
-    """Config folder for a file Easel wrote with its exact configs embedded, materialised once."""
+    """Config folder for a file Easel wrote with its exact configs embedded, materialised once: written
+    beside it and renamed into place, so another thread or process never reads it half-written."""
     if path.suffix.lower() != ".safetensors":
         return None
     raw = read_header(path).metadata.get(EMBEDDED_CONFIG_KEY)
@@ -57,7 +61,13 @@ def embedded_config_dir(path: Path, cache_dir: Path) -> Path | None:
 
     folder = cache_dir / "configs" / hashlib.sha256(raw.encode()).hexdigest()[:16]
     if not (folder / "model_index.json").is_file():
-        write_config_folder(json.loads(raw), folder)
+        temp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.tmp")
+        write_config_folder(json.loads(raw), temp)
+        shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder from an older Easel
+        try:
+            os.rename(temp, folder)
+        except OSError:  # another writer finished first; its folder holds the same configs
+            shutil.rmtree(temp, ignore_errors=True)
     return folder
 
 

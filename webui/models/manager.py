@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,9 @@ class ModelManager:
         self.cache = ModelCache(self.runtime.ram_budget, self.runtime.device, self.runtime.offload,
                                 self.runtime.vram_budget, on_evict=self._evicted)
         self.using_demo = False
+        # Demo models are built by one thread at a time, and every load passes this lock only once they are
+        # written: a diffusers load puts any module built meanwhile, in any thread, on the meta device.
+        self._demo_lock = threading.Lock()
         self.default_checkpoint = ""  # title, name or hash the user chose (A1111's sd_model_checkpoint); "" = first
         self.default_vae = AUTOMATIC  # the VAE when a request names none (A1111's sd_vae)
 
@@ -60,7 +64,9 @@ class ModelManager:
             log.warning(DEMO_NOTICE.format(folder=self.paths.folder("checkpoints")))
         self.using_demo = using_demo
         if using_demo:
-            demo = CheckpointRegistry((ensure_demo_checkpoints(self.paths.cache_dir),), self.hashes)
+            with self._demo_lock:
+                folder = ensure_demo_checkpoints(self.paths.cache_dir)
+            demo = CheckpointRegistry((folder,), self.hashes)
             entries = entries + demo.scan()
         return entries
 
