@@ -113,7 +113,8 @@ def test_first_start_writes_the_demo_models_once_while_another_thread_loads(path
         except BaseException as e:  # reported below, with the thread's own error
             errors.append(e)
 
-    threads = [threading.Thread(target=run, args=(fn,)) for fn in (manager.load, manager.checkpoints, manager.checkpoints)]
+    jobs = (manager.load, manager.checkpoints, manager.checkpoints)  # preload, UI build, an API request
+    threads = [threading.Thread(target=run, args=(fn,)) for fn in jobs]
     for t in threads:
         t.start()
     for t in threads:
