@@ -136,8 +136,36 @@ def test_running_jobs_update_the_page_once_per_refresh_period(built):
             ctx.config.update({"live_preview_refresh_period": period})
             updates = list(GenerationRunner(ctx.engine, ctx.runner.temp_dir, ctx.config).stream(request, "s"))
             assert updates[-1].done and updates[-1].images
-            counts[period] = len([u for u in updates if not u.done])
+            counts[period] = len([u for u in updates if "Step" in u.progress])  # not "Starting…" (a cold start)
     finally:
         ctx.engine.plugins.unregister("slow-steps")
     assert counts[5000] == 1  # the first step at once, then nothing more until the job is done
     assert counts[100] >= 4  # 6 steps of 150 ms: nearly every step shown
+
+
+def test_starting_shows_only_while_a_job_has_not_reached_its_first_step(built):
+    """A warm job's first update is its first step (no update spent on "Starting…"); a job that is slow to
+    start, such as one that loads its model first (here a `before_generate` hook that takes 0.8 s), says
+    "Starting…" meanwhile."""
+    import time
+
+    from webui import hookimpl
+    from webui.generation.request import GenerationRequest
+
+    class SlowStart:
+        @hookimpl
+        def before_generate(self):
+            time.sleep(0.8)
+
+    ctx, _, _ = built
+    request = GenerationRequest(prompt="a cube", steps=2, width=64, height=64, seed=1)
+    runner = GenerationRunner(ctx.engine, ctx.runner.temp_dir, ctx.config)
+    list(runner.stream(request, "s"))  # warm
+    first = [u.progress for u in runner.stream(request, "s")]
+    ctx.engine.plugins.register(SlowStart(), "slow-start")
+    try:
+        slow = [u.progress for u in runner.stream(request, "s")]
+    finally:
+        ctx.engine.plugins.unregister("slow-start")
+    assert "Step 1/2" in first[0] and not any("Starting" in p for p in first), first
+    assert "Starting" in slow[0] and "Step 1/2" in slow[1], slow

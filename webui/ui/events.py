@@ -60,7 +60,6 @@ def wire_generation_tab(tab: GenerationTab, ctx: UIContext, top_fields: dict[str
             return {o["progress"]: progress, o["preview"]: preview, o["gallery"]: [str(p) for p in images],
                     o["info"]: info}
 
-        yield frame(message_html("Starting…", kind="waiting"))
         preview = None
         for update in ctx.runner.stream(req, request.session_hash):
             preview = update.preview or preview

@@ -28,6 +28,7 @@ from webui.generation.results import GenerationResult
 from webui.ui.form import refusal
 
 POLL_SECONDS = 0.1
+STARTING_SECONDS = 0.3  # "Starting…" shows only for a job that has no step done (or queue place) by then
 
 
 @dataclass
@@ -116,9 +117,10 @@ class GenerationRunner:
         """One update per step, but not more often than the refresh period: each update costs Gradio work
         (and on a fast model, CPU the job needs); events in between are merged, the newest preview kept."""
         period = (self.config["live_preview_refresh_period"] if self.config else REFRESH_MS) / 1000
-        shown_wait = None
+        shown = ""  # the waiting line on screen: the queue place, or "Starting…"
         pending: ProgressEvent | None = None
         last = 0.0
+        starting = time.monotonic() + STARTING_SECONDS  # a warm job's first step comes sooner: no update spent
         while True:
             wait = POLL_SECONDS if pending is None else max(0.0, last + period - time.monotonic())
             try:
@@ -129,10 +131,10 @@ class GenerationRunner:
                     pending, last = None, time.monotonic()
                     continue
                 ahead = self.engine.queue.position(control.job_id)
-                if ahead and ahead != shown_wait:
-                    shown_wait = ahead
-                    yield Update(progress_html(0, f"Waiting: {ahead} job{'s' if ahead > 1 else ''} ahead in the queue",
-                                               kind="waiting"))
+                text = f"Waiting: {ahead} job{'s' if ahead > 1 else ''} ahead in the queue" if ahead else "Starting…"
+                if not last and text != shown and (ahead or time.monotonic() >= starting):  # queued, or loading
+                    shown = text
+                    yield Update(progress_html(0, text, kind="waiting"))
                 continue
             if event is None:
                 return
