@@ -3,12 +3,16 @@ and top-bar controls appear through their hooks, and a broken one is reported wi
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+
 import pytest
 
 from tests.engine_helpers import make_engine
 from webui import hookimpl
 from webui.config import Config
 from webui.core_settings import CORE_SETTINGS
+from webui.generation.request import GenerationRequest
 from webui.hooktypes import Setting, UISection, UITab
 from webui.ui.blocks import build_blocks
 from webui.ui.context import UIContext
@@ -115,30 +119,30 @@ def test_gradios_queue_is_told_to_poll_less_often(built):
     assert blocks._queue.progress_update_sleep_when_free == 0.1
 
 
+@contextmanager
+def slow_hook(engine, hook: str, seconds: float):
+    """`engine` with an extension whose `hook` takes `seconds` (a slow step, a slow start)."""
+    def impl():
+        time.sleep(seconds)
+
+    engine.plugins.register(type("Slow", (), {hook: staticmethod(hookimpl(impl))})(), f"slow-{hook}")
+    try:
+        yield
+    finally:
+        engine.plugins.unregister(f"slow-{hook}")
+
+
 def test_running_jobs_update_the_page_once_per_refresh_period(built):
     """A1111's `live_preview_refresh_period`: steps in between are merged into the next update."""
-    import time
-
-    from webui import hookimpl
-    from webui.generation.request import GenerationRequest
-
-    class SlowSteps:
-        @hookimpl
-        def step_end(self):
-            time.sleep(0.15)
-
     ctx, _, _ = built
     request = GenerationRequest(prompt="a cube", steps=6, width=64, height=64, seed=1)
     counts = {}
-    ctx.engine.plugins.register(SlowSteps(), "slow-steps")
-    try:
+    with slow_hook(ctx.engine, "step_end", 0.15):
         for period in (5000, 100):
             ctx.config.update({"live_preview_refresh_period": period})
             updates = list(GenerationRunner(ctx.engine, ctx.runner.temp_dir, ctx.config).stream(request, "s"))
             assert updates[-1].done and updates[-1].images
             counts[period] = len([u for u in updates if "Step" in u.progress])  # not "Starting…" (a cold start)
-    finally:
-        ctx.engine.plugins.unregister("slow-steps")
     assert counts[5000] == 1  # the first step at once, then nothing more until the job is done
     assert counts[100] >= 4  # 6 steps of 150 ms: nearly every step shown
 
@@ -147,25 +151,12 @@ def test_starting_shows_only_while_a_job_has_not_reached_its_first_step(built):
     """A warm job's first update is its first step (no update spent on "Starting…"); a job that is slow to
     start, such as one that loads its model first (here a `before_generate` hook that takes 0.8 s), says
     "Starting…" meanwhile."""
-    import time
-
-    from webui import hookimpl
-    from webui.generation.request import GenerationRequest
-
-    class SlowStart:
-        @hookimpl
-        def before_generate(self):
-            time.sleep(0.8)
-
     ctx, _, _ = built
     request = GenerationRequest(prompt="a cube", steps=2, width=64, height=64, seed=1)
     runner = GenerationRunner(ctx.engine, ctx.runner.temp_dir, ctx.config)
     list(runner.stream(request, "s"))  # warm
     first = [u.progress for u in runner.stream(request, "s")]
-    ctx.engine.plugins.register(SlowStart(), "slow-start")
-    try:
+    with slow_hook(ctx.engine, "before_generate", 0.8):
         slow = [u.progress for u in runner.stream(request, "s")]
-    finally:
-        ctx.engine.plugins.unregister("slow-start")
     assert "Step 1/2" in first[0] and not any("Starting" in p for p in first), first
     assert "Starting" in slow[0] and "Step 1/2" in slow[1], slow
