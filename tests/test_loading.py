@@ -152,4 +152,16 @@ def test_the_config_folder_of_a_file_is_never_read_half_written(tiny_checkpoint,
         t.join()
     assert all(s == seen[0] for s in seen) and "unet/config.json" in seen[0], seen
     (only,) = paths.cache_dir.joinpath("configs").iterdir()  # no temp folder left behind
-    assert not only.name.endswith(".tmp")
+    assert not only.name.startswith(".")
+
+
+def test_an_incomplete_config_folder_is_replaced(tiny_checkpoint, paths):
+    """An older Easel wrote the folder in place; stopped midway, it left model_index.json alone."""
+    from webui.models.loader import embedded_config_dir
+
+    folder = embedded_config_dir(tiny_checkpoint("sd1"), paths.cache_dir)
+    for sub in [p for p in folder.iterdir() if p.is_dir()]:
+        shutil.rmtree(sub)
+    assert embedded_config_dir(tiny_checkpoint("sd1"), paths.cache_dir) == folder
+    assert (folder / "unet" / "config.json").is_file() and (folder / "scheduler" / "scheduler_config.json").is_file()
+    assert [p.name for p in paths.cache_dir.joinpath("configs").iterdir()] == [folder.name]

@@ -50,25 +50,44 @@ def scheduler_for(config_dir: Path, prediction: str):
 
 
 def embedded_config_dir(path: Path, cache_dir: Path) -> Path | None:
-    """Config folder for a file Easel wrote with its exact configs embedded, materialised once: written
-    beside it and renamed into place, so another thread or process never reads it half-written."""
+    """Config folder for a file Easel wrote with its exact configs embedded, materialised once."""
     if path.suffix.lower() != ".safetensors":
         return None
     raw = read_header(path).metadata.get(EMBEDDED_CONFIG_KEY)
     if not raw:
         return None
+    configs = json.loads(raw)
+    folder = cache_dir / "configs" / hashlib.sha256(raw.encode()).hexdigest()[:16]
+    if not _complete(folder, configs):
+        _materialise(configs, folder)
+    return folder
+
+
+def _complete(folder: Path, configs: dict) -> bool:
+    from webui.models.convert.checkpoint import config_file
+
+    return all((folder / config_file(name)).is_file() for name in configs)
+
+
+def _materialise(configs: dict, folder: Path) -> None:
+    """Write the folder beside its place and rename it in, so another thread or process never reads it
+    half-written; a complete folder is never removed. An incomplete one (an older Easel stopped while
+    writing in place) is moved aside first."""
     from webui.models.convert import write_config_folder
 
-    folder = cache_dir / "configs" / hashlib.sha256(raw.encode()).hexdigest()[:16]
-    if not (folder / "model_index.json").is_file():
-        temp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.tmp")
-        write_config_folder(json.loads(raw), temp)
-        shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder from an older Easel
+    temp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}")
+    write_config_folder(configs, temp)
+    if folder.exists() and not _complete(folder, configs):
+        stale = temp.with_name(temp.name + ".stale")
         try:
-            os.rename(temp, folder)
-        except OSError:  # another writer finished first; its folder holds the same configs
-            shutil.rmtree(temp, ignore_errors=True)
-    return folder
+            os.rename(folder, stale)
+        except OSError:  # another writer moved it first
+            pass
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
+        os.rename(temp, folder)
+    except OSError:  # another writer's complete folder is in place: the same configs
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def check_components(path: Path, family: Family) -> None:

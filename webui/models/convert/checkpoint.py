@@ -166,6 +166,13 @@ def read_embedded_configs(path: str | os.PathLike[str]) -> dict[str, dict[str, A
     return json.loads(raw) if raw else None
 
 
+def config_file(name: str) -> str:
+    """Where `write_config_folder` puts component `name`'s config, relative to the folder."""
+    if name == "model_index":
+        return "model_index.json"
+    return "scheduler/scheduler_config.json" if name == "scheduler" else f"{name}/config.json"
+
+
 def write_config_folder(configs: Mapping[str, Mapping[str, Any]], folder: str | os.PathLike[str]) -> Path:
     """Lay out `configs` (as from `pipeline_configs`) as a diffusers folder that `config=` accepts."""
     folder = Path(folder)
@@ -175,11 +182,5 @@ def write_config_folder(configs: Mapping[str, Mapping[str, Any]], folder: str | 
         if not _COMPONENT_NAME.fullmatch(name):
             # the configs may come from a downloaded file's metadata: never let a name pick the path
             raise ValueError(f"invalid component name {name!r} in configs")
-        if name == "model_index":
-            target = folder / "model_index.json"
-        elif name == "scheduler":
-            target = folder / "scheduler" / "scheduler_config.json"
-        else:
-            target = folder / name / "config.json"
-        atomic_write_json(target, dict(cfg))
+        atomic_write_json(folder / config_file(name), dict(cfg))
     return folder
