@@ -178,7 +178,7 @@ class Job:
                 self.control.clear_skip()
                 continue
             if not self.control.interrupted:  # A1111 skips its second passes (refiner, hires) on interrupt too
-                ran = getattr(pipe, "num_timesteps", None) or req.steps  # a second pass continues the count
+                ran = _steps_run(pipe, req)  # a second pass continues the count
                 latents = self.plugins.chain("after_denoising", "latents", latents, request=req, model=self.model,
                                              manager=self.manager, seeds=seeds,
                                              step_callback=self._step_callback(clock, batch, offset=ran))
@@ -245,7 +245,7 @@ class Job:
         arch = self.model.family.arch
 
         def on_step_end(pipe, i, t, tensors):
-            steps = offset + (getattr(pipe, "num_timesteps", None) or req.steps)
+            steps = offset + _steps_run(pipe, req)
             step = offset + i + 1
             clock.job_steps = max(clock.job_steps, steps * req.batch_count)
             elapsed, eta = clock.tick()
@@ -308,3 +308,8 @@ def _cond_kwargs(cond) -> dict:
         kwargs.update(pooled_prompt_embeds=cond.pooled_prompt_embeds,
                       negative_pooled_prompt_embeds=cond.negative_pooled_prompt_embeds)
     return kwargs
+
+
+def _steps_run(pipe, req) -> int:
+    """The steps a diffusers pass runs (img2img runs fewer than `req.steps`)."""
+    return getattr(pipe, "num_timesteps", None) or req.steps

@@ -60,11 +60,9 @@ def wire_generation_tab(tab: GenerationTab, ctx: UIContext, top_fields: dict[str
             return {o["progress"]: progress, o["preview"]: preview, o["gallery"]: [str(p) for p in images],
                     o["info"]: info}
 
-        preview = None
         for update in ctx.runner.stream(req, request.session_hash):
-            preview = update.preview or preview
             if not update.done:
-                yield frame(update.progress, preview)
+                yield frame(update.progress, update.preview)
                 continue
             if update.images is None:  # the job failed: the message says why
                 yield frame(update.progress)

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
@@ -115,10 +115,11 @@ class GenerationRunner:
 
     def _progress(self, events: queue.Queue, control: JobControl) -> Iterator[Update]:
         """One update per step, but not more often than the refresh period: each update costs Gradio work
-        (and on a fast model, CPU the job needs); events in between are merged, the newest preview kept."""
+        (and on a fast model, CPU the job needs); events in between are merged, the newest preview shown."""
         period = (self.config["live_preview_refresh_period"] if self.config else REFRESH_MS) / 1000
         shown = ""  # the waiting line on screen: the queue place, or "Starting…"
         pending: ProgressEvent | None = None
+        preview: Image.Image | None = None  # the newest one so far: every update shows it
         last = 0.0
         starting = time.monotonic() + STARTING_SECONDS  # a warm job's first step comes sooner: no update spent
         while True:
@@ -127,7 +128,7 @@ class GenerationRunner:
                 event = events.get(timeout=wait)
             except queue.Empty:
                 if pending is not None:
-                    yield Update(progress_html(pending.fraction, describe(pending)), preview=pending.preview)
+                    yield Update(progress_html(pending.fraction, describe(pending)), preview=preview)
                     pending, last = None, time.monotonic()
                     continue
                 ahead = self.engine.queue.position(control.job_id)
@@ -138,9 +139,9 @@ class GenerationRunner:
                 continue
             if event is None:
                 return
-            pending = replace(event, preview=event.preview or (pending.preview if pending else None))
+            pending, preview = event, event.preview or preview
             if time.monotonic() - last >= period:
-                yield Update(progress_html(pending.fraction, describe(pending)), preview=pending.preview)
+                yield Update(progress_html(pending.fraction, describe(pending)), preview=preview)
                 pending, last = None, time.monotonic()
 
     def _finished(self, result: GenerationResult) -> Update:
