@@ -9,6 +9,9 @@ Part 1, startup with the built-in demo model (a fresh temp --data-dir, no checkp
 Part 2, one txt2img job (demo SD1, --size, --steps, one fixed seed per rep), each way in turn, never at once:
   HTTP           Gradio's queue protocol as the page's JavaScript speaks it (join, server-sent events as they
                  arrive, the gallery PNG fetched): what the UI server adds. The goal (< 1.03) is read here.
+  API            POST /sdapi/v1/txt2img with save_images to the same server (started with --api): the same
+                 engine, previews and saving in the same process, without Gradio's queue and streamed updates.
+                 HTTP / API is the UI's overhead free of the two processes' differences.
   gradio_client  `predict(..., api_name="/txt2img")`, as scripts call it (it looks for messages every 50 ms)
   browser        Debian's chromium: Generate click -> gallery image loaded, timed in the page; the browser
                  draws on the same 2 CPUs as the job (--no-browser leaves it out)
@@ -47,7 +50,7 @@ class Serving:
     """`easel serve --data-dir D --port P` in a subprocess. `seen[text]`: seconds from the start to the
     first output line holding `text`; `page_s`: seconds until GET / answered 200."""
 
-    def __init__(self, data_dir: Path, watch: tuple[str, ...]) -> None:
+    def __init__(self, data_dir: Path, watch: tuple[str, ...], flags: tuple[str, ...] = ()) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port: int = s.getsockname()[1]
@@ -56,7 +59,8 @@ class Serving:
         self.seen: dict[str, float] = {}
         self.lines: list[str] = []
         self.page_s: float | None = None
-        cmd = [sys.executable, "-m", "webui.cli", "serve", "--data-dir", str(data_dir), "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "webui.cli", "serve", "--data-dir", str(data_dir), "--port", str(self.port),
+               *flags]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
         self.start = time.perf_counter()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -131,7 +135,7 @@ def startup(data_dir: Path, runs: int) -> None:
 def per_generation(data_dir: Path, args: argparse.Namespace) -> None:
     from PIL import Image
 
-    from bench.ui_clients import CHROMIUM, BrowserClient, QueueClient, ScriptClient
+    from bench.ui_clients import CHROMIUM, APIClient, BrowserClient, QueueClient, ScriptClient
     from webui.config import Config
     from webui.core_settings import CORE_SETTINGS, apply_to_engine
     from webui.generation.engine import Engine, EngineOptions
@@ -150,11 +154,12 @@ def per_generation(data_dir: Path, args: argparse.Namespace) -> None:
         (folder / full.name).symlink_to(full)
     print(f"\n== Per generation: txt2img {args.size}x{args.size}, {args.steps} steps, {args.model} SD1, "
           f"{args.repeats} interleaved reps ==")
-    server = Serving(data_dir, ("Running on local URL", "Model ready"))
+    server = Serving(data_dir, ("Running on local URL", "Model ready"), ("--api",))
     clients: dict = {}
     try:
         server.wait()
         clients["HTTP"] = QueueClient(server.url, args.steps, args.size)
+        clients["API"] = APIClient(server.url, args.steps, args.size)
         clients["gradio_client"] = ScriptClient(server.url, args.steps, args.size, data_dir / "client-downloads")
         if args.browser and Path(CHROMIUM).exists():
             clients["browser"] = BrowserClient(server.url, args.steps, args.size)
@@ -202,6 +207,10 @@ def report(times: dict[str, list[float]]) -> None:
     ratio = med["HTTP"] / med["direct"]
     print(f"UI overhead (HTTP: the server's queue, streaming, saving and serving the PNG): ratio {ratio:.3f}; "
           f"goal < 1.03 -> {'met' if ratio < 1.03 else 'NOT met'}")
+    same = med["HTTP"] / med["API"]
+    paired = statistics.median(u / a for u, a in zip(times["HTTP"], times["API"]))
+    print(f"UI over the API in the same server process (Gradio's queue and streamed updates against one POST): "
+          f"ratio {same:.3f}, pair ratio {paired:.3f}; goal < 1.03 -> {'met' if same < 1.03 else 'NOT met'}")
 
 
 def main() -> None:

@@ -1,9 +1,11 @@
-"""Three ways to run one txt2img job through a running `easel serve`, for bench/ui.py.
+"""Four ways to run one txt2img job through a running `easel serve`, for bench/ui.py.
 
 Each `run(seed)` returns (seconds, PNG bytes of the first gallery image):
   QueueClient    Gradio's queue protocol as the page's own JavaScript speaks it: POST queue/join, read the
                  server-sent events as they arrive, fetch the gallery PNG. What the server adds, with no
                  client-side waits.
+  APIClient      POST /sdapi/v1/txt2img (the server runs with --api) with save_images: the same engine in the
+                 same process, no queue protocol and no streamed updates; the PNG comes base64 in the reply.
   ScriptClient   gradio_client's `predict` (what scripts use); it checks for new messages every 50 ms.
   BrowserClient  the page in Debian's chromium: the Generate click to the gallery image's `load` event,
                  timed inside the page (Playwright's own latency left out). The browser renders on the same
@@ -12,6 +14,7 @@ Each `run(seed)` returns (seconds, PNG bytes of the first gallery image):
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -50,6 +53,23 @@ class QueueClient:
         if not message.get("success") or not output.get("data") or not output["data"][2]:
             raise RuntimeError(f"the UI did not generate: {output}")
         png = self.http.get(output["data"][2][0]["image"]["url"]).content
+        return time.perf_counter() - start, png
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class APIClient:
+    def __init__(self, url: str, steps: int, size: int) -> None:
+        self.http = httpx.Client(base_url=url, trust_env=False, timeout=600)
+        self.fixed = {"prompt": PROMPT, "steps": steps, "width": size, "height": size, "save_images": True,
+                      "sampler_name": "DPM++ 2M"}  # the UI's default; the API's is A1111's Euler
+
+    def run(self, seed: int) -> tuple[float, bytes]:
+        start = time.perf_counter()
+        reply = self.http.post("/sdapi/v1/txt2img", json={**self.fixed, "seed": seed})
+        reply.raise_for_status()
+        png = base64.b64decode(reply.json()["images"][0])
         return time.perf_counter() - start, png
 
     def close(self) -> None:

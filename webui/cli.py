@@ -132,8 +132,7 @@ def _jsonable(value) -> bool:
 def _preload(engine) -> None:
     """Load the default model in the queue's turn while the page is already served."""
     try:
-        with engine.exclusive():
-            loaded = engine.manager.load()
+        loaded = engine.run_exclusive(engine.manager.load)
         print(f"Model ready: {loaded.entry.title} ({loaded.family.name})", flush=True)
     except Exception as e:  # the UI stays up: the user can pick another checkpoint
         print(f"The default model did not load: {type(e).__name__}: {e}", file=sys.stderr, flush=True)

@@ -70,8 +70,8 @@ def register_api_scripts(register: Callable[[APIScript], None]) -> None:
 @hookspec
 def ui_tabs(register: Callable[[UITab], None], engine: Engine) -> None:
     """Add whole tabs to the web UI: `register(UITab("hello", "Hello", build))`; `build()` makes the
-    Gradio components inside the tab. `engine.manager` lists models; `with engine.exclusive():` runs
-    work that must not overlap a job."""
+    Gradio components inside the tab. `engine.manager` lists models; `engine.run_exclusive(fn)` runs
+    torch work that must not overlap a job on the engine's compute thread."""
 
 
 @hookspec

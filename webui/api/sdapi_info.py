@@ -53,8 +53,7 @@ def add_info_routes(app: fastapi.FastAPI, ctx: APIContext) -> None:
                 entry = manager.find(str(checkpoint))
             except LookupError as e:
                 raise APIError(422, f"sd_model_checkpoint: {e}", "LookupError") from None
-            with ctx.engine.exclusive():
-                manager.load(entry, vae=changes.get("sd_vae") or manager.default_vae)
+            ctx.engine.run_exclusive(lambda: manager.load(entry, vae=changes.get("sd_vae") or manager.default_vae))
             changes["sd_model_checkpoint"] = entry.title
         vae = changes.get("sd_vae")
         if vae is not None and vae not in (AUTOMATIC, NONE, *(v.name for v in list_vaes(manager.paths.vae_dirs))):
@@ -143,12 +142,10 @@ def add_info_routes(app: fastapi.FastAPI, ctx: APIContext) -> None:
 
     def unload_checkpoint() -> None:
         """Free every loaded model (in the queue's turn); the next job loads what it needs."""
-        with ctx.engine.exclusive():
-            manager.cache.clear()
+        ctx.engine.run_exclusive(manager.cache.clear)
 
     def reload_checkpoint() -> None:
-        with ctx.engine.exclusive():
-            manager.load(None, vae=manager.default_vae)
+        ctx.engine.run_exclusive(lambda: manager.load(None, vae=manager.default_vae))
 
     add = app.add_api_route
     add("/sdapi/v1/options", get_options, methods=["GET"])

@@ -50,8 +50,8 @@ def wire_top_bar(ctx: UIContext, fields: dict[str, Any], status, tabs: list[Gene
             extension, name = form.split_ext_key(keys[component])
             req.extensions.setdefault(extension, {})[name] = value
         try:
-            with ctx.engine.exclusive():
-                model = ctx.plugins.first("select_model", request=req, manager=ctx.manager) or ctx.manager.load(None)
+            model = ctx.engine.run_exclusive(
+                lambda: ctx.plugins.first("select_model", request=req, manager=ctx.manager) or ctx.manager.load(None))
             new = ctx.plugins.model_defaults(model)
         except Exception as e:
             log.error("top bar: %s", e)
