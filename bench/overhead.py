@@ -2,7 +2,8 @@
 
 Both sides run the same loaded weights, the same scheduler class and settings, steps, size, CFG
 and seed, and return decoded pictures (the engine without saving, which raw diffusers does not do):
-  raw     Pipeline.from_pipe(loaded, scheduler=<same>)(prompt=..., generator=cpu(seed), output_type="pil")
+  raw     Pipeline.from_pipe(loaded, scheduler=<same>)(prompt=..., generator=cpu(seed), output_type="pil"),
+          called on the engine's compute thread, where the engine runs its jobs
   engine  Engine.generate(GenerationRequest(...)) with saving off
 Runs alternate (raw, engine, raw, engine, ...) after one warm-up each; the ratio is of medians.
 Models: the tiny test model, and a full-size SD1.5 layout with random fp16 weights written once to
@@ -47,21 +48,26 @@ def measure(model: str, args) -> tuple[float, float]:
     from webui.models.manager import ModelManager
     from webui.settings import Paths, RuntimeSettings
 
-    path = prepare(model, Path(args.dir))
     manager = ModelManager(Paths.from_flags(data_dir=args.dir), RuntimeSettings(device=args.device, dtype=args.dtype))
     engine = Engine(manager, EngineOptions(save_images=False))
+    # All torch work on the engine's compute thread, raw diffusers too: a second thread running torch keeps
+    # a second OpenMP team, which slows both sides (webui/generation/compute.py).
+    path = engine.compute.run(lambda: prepare(model, Path(args.dir)))
     entry = manager.find(path.name)
-    loaded = manager.load(entry)
+    loaded = engine.run_exclusive(lambda: manager.load(entry))
     request = GenerationRequest(checkpoint=entry, prompt="a photo of a cat", negative_prompt="blurry", steps=args.steps,
                                 width=args.size, height=args.size, seed=1, sampler=args.sampler, cfg_scale=7.0)
 
-    def raw() -> None:
+    def raw_call() -> None:
         scheduler = build_scheduler(loaded.pipeline.scheduler.config, args.sampler, "Automatic")
         pipe = diffusers.StableDiffusionPipeline.from_pipe(loaded.pipeline, scheduler=scheduler)
         pipe.set_progress_bar_config(disable=True)
         pipe(prompt=request.prompt, negative_prompt=request.negative_prompt, num_inference_steps=args.steps,
              guidance_scale=7.0, width=args.size, height=args.size,
              generator=torch.Generator("cpu").manual_seed(1), output_type="pil")
+
+    def raw() -> None:
+        engine.compute.run(raw_call)
 
     def ours() -> None:
         engine.generate(request)
