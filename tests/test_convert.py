@@ -201,6 +201,21 @@ def test_unknown_names_and_layouts_are_refused():
         unet_to_ldm(unet.state_dict(), {**unet.config, "layers_per_block": [1, 2, 2, 2]})
 
 
+def test_the_same_model_always_gives_the_same_file(tmp_path):
+    """The file hash names the model in infotexts: a demo model written on two machines must match."""
+    pipe = tiny_pipeline("sd1", seed=0)
+    metadata = {"easel.family": "sd1", "b.extra": "2", "a.extra": "1"}
+    files = [save_single_file(pipe, tmp_path / f"copy{i}.safetensors", metadata=metadata).read_bytes()
+             for i in range(6)]
+    assert all(f == files[0] for f in files[1:])
+    with safe_open(str(tmp_path / "copy0.safetensors"), "pt") as f:
+        assert f.metadata()["easel.family"] == "sd1" and f.metadata()["a.extra"] == "1"
+        written = {k: f.get_tensor(k) for k in f.keys()}
+    expected = pipeline_to_ldm(pipe)
+    assert written.keys() == expected.keys()
+    assert all(torch.equal(written[k], expected[k].contiguous()) for k in expected)
+
+
 def test_failed_save_keeps_the_old_file(tmp_path):
     path = save_single_file(tiny_pipeline("sd1"), tmp_path / "model.safetensors")
     before = path.read_bytes()

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
 from webui.fileio import atomic_write_json
+from webui.models.convert.safetensors_format import safetensors_header, tensor_order
 from webui.models.convert.text_encoders import clip_l_to_ldm, open_clip_to_ldm
 from webui.models.convert.unet import unet_to_ldm
 from webui.models.convert.vae import vae_to_ldm
@@ -110,6 +110,22 @@ def pipeline_configs(pipe: Any) -> dict[str, dict[str, Any]]:
     return configs
 
 
+def _write_safetensors(tensors: dict[str, torch.Tensor], path: str, metadata: Mapping[str, str]) -> None:
+    """The safetensors format with a header that depends only on the contents. safetensors' own writer
+    puts the metadata keys in a per-process hash order, so the same model written twice got two file
+    hashes (and the demo model another "Model hash" on every install)."""
+    shapes = {name: (tuple(t.shape), t.dtype) for name, t in tensors.items()}
+    head, _ = safetensors_header(shapes, metadata)
+    with open(path, "wb") as f:
+        f.write(head)
+        for name in tensor_order(shapes):
+            t = tensors[name]
+            if t.numel():
+                f.write(t.reshape(-1).view(torch.uint8).numpy().data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _storage_safe(tensors: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     """Contiguous CPU tensors in `dtype` (floats only), none sharing memory (safetensors refuses that)."""
     out: dict[str, torch.Tensor] = {}
@@ -149,9 +165,7 @@ def save_single_file(
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=header)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        _write_safetensors(tensors, tmp, header)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

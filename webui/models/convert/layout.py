@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,17 +21,7 @@ from accelerate import init_empty_weights
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from webui.models.convert.checkpoint import components_to_ldm
-
-SAFETENSORS_DTYPES = {
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.float32: "F32",
-    torch.float64: "F64",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
+from webui.models.convert.safetensors_format import safetensors_header
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -61,27 +50,6 @@ def empty_components(config_folder: str | os.PathLike[str]) -> dict[str, torch.n
 def layout_state_dict(config_folder: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """The A1111 single-file keys of a config folder's architecture, as meta tensors (shapes only)."""
     return components_to_ldm(**empty_components(config_folder))
-
-
-def safetensors_header(
-    shapes: Mapping[str, tuple[tuple[int, ...], torch.dtype]], metadata: Mapping[str, str] | None = None
-) -> tuple[bytes, int]:
-    """(the 8-byte length + JSON header, padded to 8 bytes as safetensors writes it; data size)."""
-    header: dict[str, Any] = {}
-    if metadata:
-        header["__metadata__"] = {k: str(v) for k, v in metadata.items()}
-    offset = 0
-    for name in sorted(shapes):
-        shape, dtype = shapes[name]
-        numel = 1
-        for d in shape:
-            numel *= d
-        end = offset + numel * torch.empty((), dtype=dtype).element_size()
-        header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, end]}
-        offset = end
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    raw += b" " * (-len(raw) % 8)
-    return struct.pack("<Q", len(raw)) + raw, offset
 
 
 def write_layout_file(
