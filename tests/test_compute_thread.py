@@ -70,6 +70,10 @@ def test_jobs_and_loads_from_any_thread_run_on_the_compute_thread(engine):
         assert callers_alive == before
 
 
+def test_every_engine_in_a_process_shares_one_compute_thread(engine):
+    assert Engine(engine.manager).compute is engine.compute is ComputeThread.for_process()
+
+
 def test_run_returns_the_result_and_raises_the_error_in_the_caller():
     compute = ComputeThread("test-compute")
     assert compute.run(lambda: 6 * 7) == 42

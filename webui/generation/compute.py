@@ -25,6 +25,18 @@ class ComputeThread:
     the caller. Calls run one at a time in the order they came; a call from the thread itself runs at once.
     The thread starts with the first call and is a daemon: it never keeps the process from exiting."""
 
+    _process: ComputeThread | None = None  # the one `for_process()` returns
+    _process_lock = threading.Lock()
+
+    @classmethod
+    def for_process(cls) -> ComputeThread:
+        """The process's compute thread, shared by every engine in it: OpenMP teams are a per-process
+        resource, so a second engine (a test's, a benchmark's) must not bring a second team."""
+        with cls._process_lock:
+            if cls._process is None:
+                cls._process = cls()
+            return cls._process
+
     def __init__(self, name: str = "easel-compute") -> None:
         self.name = name
         self._tasks: queue.SimpleQueue[tuple[Callable[[], object], Future]] = queue.SimpleQueue()

@@ -44,7 +44,7 @@ class Engine:
         self.options = options or EngineOptions()
         self.plugins = plugins or manager.plugins or Plugins.builtin()
         self.queue = JobQueue()
-        self.compute = ComputeThread()
+        self.compute = ComputeThread.for_process()
         self.previewer = Previewer(manager.paths.folder("vae_approx"))
         self.settings: dict[str, Any] = {}  # saved extension settings; a request's override_settings win
         self.last_event: ProgressEvent | None = None  # of the running job (the API's /progress reads it)
