@@ -1,6 +1,6 @@
 """The engine: runs `GenerationRequest`s on the shared model manager, one job at a time per device.
 
-`Engine.generate` waits for the job's turn in the FIFO queue and runs it (`job.py`) on the engine's one
+`Engine.generate` waits for the job's turn in the FIFO queue and runs it (`job.py`) on the process's one
 compute thread (`compute.py` says why); progress goes to a listener, and `JobControl` interrupts or skips
 from any thread. Extensions take part through
 the hooks in `webui/hookspecs.py` (see `job.py` for where each one runs)."""

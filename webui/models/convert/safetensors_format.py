@@ -25,14 +25,10 @@ SAFETENSORS_DTYPES = {
 }
 
 
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
 def tensor_order(shapes: Mapping[str, tuple[tuple[int, ...], torch.dtype]]) -> list[str]:
     """Widest dtype first, then by name, as safetensors orders them: every tensor starts aligned to its
     element size, so a memory-mapped load needs no copy."""
-    return sorted(shapes, key=lambda name: (-_itemsize(shapes[name][1]), name))
+    return sorted(shapes, key=lambda name: (-shapes[name][1].itemsize, name))
 
 
 def safetensors_header(
@@ -50,7 +46,7 @@ def safetensors_header(
         numel = 1
         for d in shape:
             numel *= d
-        end = offset + numel * _itemsize(dtype)
+        end = offset + numel * dtype.itemsize
         header[name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(shape), "data_offsets": [offset, end]}
         offset = end
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
